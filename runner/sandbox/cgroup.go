@@ -1,0 +1,333 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupRecord is what the ledger keeps of a host's cgroups: enough to kill
+// what is left in them and remove them after a crash.
+type cgroupRecord struct {
+	Layout Layout            `json:"layout"`
+	Dirs   map[string]string `json:"dirs"` // controller -> machine-side dir
+}
+
+// cgroupParent is the directory under every hierarchy root that holds all
+// of labctl's cgroups. It sits at the root, not under labctl's own cgroup,
+// because the caller's shell may live in a nested cgroup with its own limits.
+const cgroupParent = "labctl"
+
+// planCgroups returns the host's cgroup directories, controller -> dir.
+// Controllers mounted together (cpu,cpuacct) map to the same dir.
+func planCgroups(layout Layout, instance, host string) (map[string]string, []hierarchy, error) {
+	rel := filepath.Join(cgroupParent, instance, host)
+	dirs := map[string]string{}
+	if layout == CgroupV2 {
+		dirs["unified"] = filepath.Join(unifiedRoot, rel)
+		return dirs, nil, nil
+	}
+	hs, err := v1Hierarchies()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, h := range hs {
+		for _, c := range h.Controllers {
+			dirs[c] = filepath.Join(h.Mountpoint, rel)
+		}
+	}
+	for _, want := range v1Required {
+		if dirs[want] == "" {
+			return nil, nil, &SupportError{Msg: fmt.Sprintf("the %s cgroup controller is not mounted", want), Hint: "see labctl's CheckSupport"}
+		}
+	}
+	return dirs, hs, nil
+}
+
+// uniqueDirs returns the distinct directories of a controller map, sorted
+// so that the order of operations is reproducible.
+func uniqueDirs(dirs map[string]string) []string {
+	set := map[string]bool{}
+	for _, d := range dirs {
+		set[d] = true
+	}
+	out := make([]string, 0, len(set))
+	for d := range set {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// createCgroups makes the host's cgroup directories (and the labctl and
+// instance parents when missing) and writes the limits.
+func createCgroups(layout Layout, dirs map[string]string, spec Spec) error {
+	for _, dir := range uniqueDirs(dirs) {
+		if err := mkdirCgroup(layout, dir); err != nil {
+			return err
+		}
+	}
+	if layout == CgroupV2 {
+		return limitsV2(dirs["unified"], spec)
+	}
+	return limitsV1(dirs, spec)
+}
+
+// mkdirCgroup creates dir and its two labctl-owned parents. On v2 the
+// parents must delegate the controllers to their children.
+func mkdirCgroup(layout Layout, dir string) error {
+	instanceDir := filepath.Dir(dir)
+	labctlDir := filepath.Dir(instanceDir)
+	// Release of the last host of another instance removes empty parents;
+	// if it does so between two of these mkdirs, the next one fails with
+	// ENOENT and the whole chain is simply made again.
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = mkdirChain(layout, labctlDir, instanceDir, dir); !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
+	return err
+}
+
+func mkdirChain(layout Layout, labctlDir, instanceDir, dir string) error {
+	for _, d := range []string{labctlDir, instanceDir} {
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("create cgroup %s: %w", d, err)
+		}
+		if layout == CgroupV2 {
+			if err := enableControllers(d); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("create cgroup %s: %w", dir, err)
+	}
+	return nil
+}
+
+// enableControllers delegates memory, pids and cpu (those the parent has)
+// to the children of d.
+func enableControllers(d string) error {
+	data, err := os.ReadFile(filepath.Join(d, "cgroup.controllers"))
+	if err != nil {
+		return fmt.Errorf("read controllers of %s: %w", d, err)
+	}
+	avail := strings.Fields(string(data))
+	var enable []string
+	for _, c := range []string{"memory", "pids", "cpu"} {
+		if contains(avail, c) {
+			enable = append(enable, "+"+c)
+		}
+	}
+	if len(enable) == 0 {
+		return nil
+	}
+	if err := writeFile(filepath.Join(d, "cgroup.subtree_control"), strings.Join(enable, " ")); err != nil {
+		return fmt.Errorf("delegate controllers in %s: %w", d, err)
+	}
+	return nil
+}
+
+func limitsV1(dirs map[string]string, spec Spec) error {
+	mem := dirs["memory"]
+	if err := writeFile(filepath.Join(mem, "memory.limit_in_bytes"), strconv.FormatInt(spec.Memory, 10)); err != nil {
+		return fmt.Errorf("set memory limit: %w", err)
+	}
+	// memory+swap exists only with swap accounting; without it the memory
+	// limit alone is what the learner sees and what the OOM killer enforces.
+	memsw := filepath.Join(mem, "memory.memsw.limit_in_bytes")
+	if _, err := os.Stat(memsw); err == nil {
+		if err := writeFile(memsw, strconv.FormatInt(spec.Memory, 10)); err != nil {
+			return fmt.Errorf("set memory+swap limit: %w", err)
+		}
+	}
+	if err := writeFile(filepath.Join(dirs["pids"], "pids.max"), strconv.FormatInt(spec.Pids, 10)); err != nil {
+		return fmt.Errorf("set pids limit: %w", err)
+	}
+	if spec.CPU > 0 {
+		cpu := dirs["cpu"]
+		if cpu == "" {
+			return &SupportError{Msg: "the lab limits CPU but the cpu cgroup controller is not mounted", Hint: "mount the v1 cpu controller under /sys/fs/cgroup/cpu"}
+		}
+		if err := writeFile(filepath.Join(cpu, "cpu.cfs_period_us"), strconv.Itoa(cpuPeriod)); err != nil {
+			return fmt.Errorf("set cpu period: %w", err)
+		}
+		if err := writeFile(filepath.Join(cpu, "cpu.cfs_quota_us"), strconv.FormatInt(cpuQuota(spec.CPU), 10)); err != nil {
+			return fmt.Errorf("set cpu quota: %w", err)
+		}
+	}
+	return nil
+}
+
+func limitsV2(dir string, spec Spec) error {
+	if err := writeFile(filepath.Join(dir, "memory.max"), strconv.FormatInt(spec.Memory, 10)); err != nil {
+		return fmt.Errorf("set memory limit: %w", err)
+	}
+	// As on v1 with memsw: the limit is on memory plus swap, so a host never
+	// escapes its limit by swapping. Absent without swap support.
+	if _, err := os.Stat(filepath.Join(dir, "memory.swap.max")); err == nil {
+		if err := writeFile(filepath.Join(dir, "memory.swap.max"), "0"); err != nil {
+			return fmt.Errorf("set swap limit: %w", err)
+		}
+	}
+	if err := writeFile(filepath.Join(dir, "pids.max"), strconv.FormatInt(spec.Pids, 10)); err != nil {
+		return fmt.Errorf("set pids limit: %w", err)
+	}
+	if spec.CPU > 0 {
+		v := fmt.Sprintf("%d %d", cpuQuota(spec.CPU), cpuPeriod)
+		if err := writeFile(filepath.Join(dir, "cpu.max"), v); err != nil {
+			return fmt.Errorf("set cpu quota: %w", err)
+		}
+	}
+	return nil
+}
+
+const cpuPeriod = 100000 // µs, the kernel's default CFS period
+
+// cpuQuota converts cores to a CFS quota, at least the kernel's 1 ms minimum.
+func cpuQuota(cores float64) int64 {
+	q := int64(cores * cpuPeriod)
+	if q < 1000 {
+		q = 1000
+	}
+	return q
+}
+
+// writeFile writes a cgroup (or proc) file in one write, as the kernel
+// expects: no truncation, no temp file.
+func writeFile(path, value string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(value); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// joinCgroups moves pid into every dir.
+func joinCgroups(dirs map[string]string, pid int) error {
+	for _, d := range uniqueDirs(dirs) {
+		if err := writeFile(filepath.Join(d, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+			return fmt.Errorf("join cgroup %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// cgroupPIDs lists the processes of one cgroup; a missing cgroup has none.
+func cgroupPIDs(dir string) ([]int, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(data)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// pollInterval is how often teardown re-reads a condition it waits for.
+const pollInterval = 2 * time.Millisecond
+
+// defaultTeardown bounds teardown when the caller's context has no deadline.
+const defaultTeardown = 15 * time.Second
+
+// killCgroups SIGKILLs every process in dirs until all are empty. On v2
+// cgroup.kill does it atomically; on v1 a process may fork between the read
+// and the kill, so it loops (the host's init dying first makes the kernel
+// kill its whole pid namespace, which usually ends it in one round).
+func killCgroups(ctx context.Context, dirs []string) error {
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	for _, d := range dirs {
+		if err := writeFile(filepath.Join(d, "cgroup.kill"), "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("kill cgroup %s: %w", d, err)
+		}
+	}
+	for {
+		left := 0
+		for _, d := range dirs {
+			pids, err := cgroupPIDs(d)
+			if err != nil {
+				return fmt.Errorf("list processes of %s: %w", d, err)
+			}
+			left += len(pids)
+			for _, pid := range pids {
+				if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+					return fmt.Errorf("kill %d in %s: %w", pid, d, err)
+				}
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("processes still in %s: %w", strings.Join(dirs, ", "), ctx.Err())
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// removeCgroups removes the host's cgroup dirs and then, best-effort, the
+// instance and labctl parents once they are empty.
+func removeCgroups(ctx context.Context, dirs []string) error {
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	for _, d := range dirs {
+		for {
+			err := unix.Rmdir(d)
+			if err == nil || errors.Is(err, unix.ENOENT) {
+				break
+			}
+			// EBUSY right after the last process died: the kernel is
+			// still tearing the task down; poll until it lets go.
+			if !errors.Is(err, unix.EBUSY) {
+				return fmt.Errorf("remove cgroup %s: %w", d, err)
+			}
+			if err := killCgroups(ctx, []string{d}); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("remove cgroup %s: %w (%w)", d, err, ctx.Err())
+			case <-time.After(pollInterval):
+			}
+		}
+		instanceDir := filepath.Dir(d)
+		// Another host of the instance or another instance may still be
+		// there (ENOTEMPTY/EBUSY): that is their owner's to remove.
+		if unix.Rmdir(instanceDir) == nil {
+			_ = unix.Rmdir(filepath.Dir(instanceDir))
+		}
+	}
+	return nil
+}
+
+func withDefaultDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, defaultTeardown)
+}
