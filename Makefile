@@ -48,8 +48,9 @@ lab: build
 # run for real as root), then every lab of the catalog proves itself.
 # -p 1: privileged tests compare whole-machine snapshots, so test binaries
 # must not create labs at the same time.
-test: deps lint
+test: deps lint build
 	$(GO) test -p 1 -count=1 -timeout 25m ./...
+	./$(BIN) test --junit bin/catalog-junit.xml
 
 lint: fmt vet
 
