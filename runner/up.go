@@ -209,7 +209,8 @@ func drawSeed(lab *labs.Lab, opt UpOptions) int64 {
 	return int64(binary.BigEndian.Uint64(b[:]) >> 1)
 }
 
-// uniqueName returns the requested name if free, else <lab>-<n>.
+// uniqueName returns the requested name if free; without one, the lab's
+// name, or <lab>-<n> when that is taken.
 func uniqueName(root, labName, want string) (string, error) {
 	taken := map[string]bool{}
 	dirs, err := instanceDirs(root)
@@ -230,7 +231,10 @@ func uniqueName(root, labName, want string) (string, error) {
 		}
 		return want, nil
 	}
-	for n := 1; ; n++ {
+	if !taken[labName] && !validID(labName) {
+		return labName, nil
+	}
+	for n := 2; ; n++ {
 		name := labName + "-" + strconv.Itoa(n)
 		if !taken[name] {
 			return name, nil

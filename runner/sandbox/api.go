@@ -57,6 +57,8 @@ type Spec struct {
 	EtcHosts   []byte  // content of the host's /etc/hosts
 	Files      []File  // declared files placed in the host's private view
 	NetNSName  string  // named netns to create, e.g. "labctl-<id>-<host>"
+	Mounts     []Mount // lab-local filesystems mounted inside the host only (see AddMount)
+	Init       string  // "" (labctl's init) or InitSystemd: boot systemd under systemd-nspawn (systemd_linux.go)
 }
 
 // File is a declared file in a host's private view.
@@ -91,4 +93,5 @@ type Host struct {
 	NetNS         string            `json:"netns"`           // /run/netns/<NetNSName>
 	Cgroups       map[string]string `json:"cgroups"`         // controller -> machine-side dir; on v2 key "unified"
 	Layout        Layout            `json:"layout"`
+	Init          string            `json:"init,omitempty"` // Spec.Init it was started with
 }

@@ -149,7 +149,8 @@ func CommandWith(ctx context.Context, h *Host, spec CommandSpec) *exec.Cmd {
 }
 
 // StartService starts spec as a service inside the host (see
-// CommandSpec.Service) and returns its machine-side PID once it runs.
+// CommandSpec.Service) and returns its machine-side PID once it runs. The
+// service's stdio is /dev/null.
 func StartService(ctx context.Context, h *Host, spec CommandSpec) (int, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -158,10 +159,16 @@ func StartService(ctx context.Context, h *Host, spec CommandSpec) (int, error) {
 	defer r.Close()
 	spec.Service, spec.ReportPID = true, w
 	cmd := CommandWith(ctx, h, spec)
-	var stderr strings.Builder
-	if cmd.Stderr == nil {
-		cmd.Stderr = &stderr
+	// The launcher's errors, in a file: a pipe would stay open in the
+	// service, which inherits the launcher's stderr, and Wait would hang.
+	errFD, err := unix.MemfdCreate("launcher-stderr", unix.MFD_CLOEXEC)
+	if err != nil {
+		w.Close()
+		return 0, fmt.Errorf("memfd: %w", err)
 	}
+	errFile := os.NewFile(uintptr(errFD), "launcher-stderr")
+	defer errFile.Close()
+	cmd.Stderr = errFile
 	err = cmd.Start()
 	w.Close()
 	if err != nil {
@@ -169,7 +176,8 @@ func StartService(ctx context.Context, h *Host, spec CommandSpec) (int, error) {
 	}
 	out, rerr := io.ReadAll(r)
 	if err := cmd.Wait(); err != nil {
-		return 0, fmt.Errorf("start service %q: %w: %s", spec.Argv, err, strings.TrimSpace(stderr.String()))
+		msg, _ := os.ReadFile(fmt.Sprintf("/proc/self/fd/%d", errFD))
+		return 0, fmt.Errorf("start service %q: %w: %s", spec.Argv, err, strings.TrimSpace(string(msg)))
 	}
 	if rerr != nil {
 		return 0, fmt.Errorf("start service %q: read its pid: %w", spec.Argv, rerr)
@@ -184,7 +192,9 @@ func StartService(ctx context.Context, h *Host, spec CommandSpec) (int, error) {
 const hostPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // execFDMin is where executables opened by descriptor are moved: above the
-// fds the Go runtime's fork shuffles (stdio, ExtraFiles, its error pipe).
+// fds the Go runtime's fork shuffles (stdio, ExtraFiles, and its error
+// pipe, which it moves just above the highest fd passed). Files passed to
+// a child must stay below it.
 const execFDMin = 100
 
 // inheritedFiles takes over the fds this process was given at 3..: the
@@ -389,7 +399,13 @@ func launchService(p enterParams, env []string, files []*os.File, exeFD, selfFD,
 	extra := append([]*os.File(nil), files...)
 	if exeFD >= 0 {
 		sp.ExeFD = 3 + len(files)
-		extra = append(extra, os.NewFile(uintptr(exeFD), "exe"))
+		// Passed from a low copy: the fork puts its error pipe just above
+		// the highest fd it passes, which must not be selfFD.
+		low, err := unix.FcntlInt(uintptr(exeFD), unix.F_DUPFD_CLOEXEC, 3)
+		if err != nil {
+			return enterFail(err)
+		}
+		extra = append(extra, os.NewFile(uintptr(low), "exe"))
 	} else {
 		// Keep the report fd's number fixed: fill the exe slot.
 		null, err := os.Open(os.DevNull)
@@ -409,12 +425,6 @@ func launchService(p enterParams, env []string, files []*os.File, exeFD, selfFD,
 	stage.Dir = "/"
 	stage.Stdin, stage.Stdout, stage.Stderr = os.Stdin, os.Stdout, os.Stderr
 	stage.ExtraFiles = extra
-	for _, fd := range []int{exeFD, selfFD} {
-		l, err := readlinkAt(machineProc, fmt.Sprintf("%d/fd/%d", os.Getpid(), fd))
-		var st unix.Stat_t
-		serr := unix.Fstat(fd, &st)
-		fmt.Fprintf(os.Stderr, "DEBUG fd %d -> %q %v mode %o %v\n", fd, l, err, st.Mode, serr)
-	}
 	if err := stage.Start(); err != nil {
 		return enterFail(fmt.Errorf("start the service launcher: %w", err))
 	}

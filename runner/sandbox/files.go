@@ -57,6 +57,11 @@ func validateSpec(spec Spec) error {
 	if st, err := os.Stat(spec.StateDir); err != nil || !st.IsDir() || !filepath.IsAbs(spec.StateDir) {
 		return fmt.Errorf("host %s: state dir %q must be an existing absolute directory (%v)", spec.Name, spec.StateDir, err)
 	}
+	for _, m := range spec.Mounts {
+		if err := validateMount(m); err != nil {
+			return fmt.Errorf("host %s: %w", spec.Name, err)
+		}
+	}
 	for _, f := range spec.Files {
 		if _, err := topLevel(f.Path); err != nil {
 			return fmt.Errorf("host %s: file %s: %w", spec.Name, f.Path, err)
@@ -90,11 +95,27 @@ func topLevel(path string) (string, error) {
 	return top, nil
 }
 
+// privateTops are the machine's top-level directories every host gets a
+// private copy-on-write view of (when they are real directories here), so
+// a learner or a fault can create and change anything under them, and
+// mount lab-local filesystems there, without touching the machine.
+var privateTops = []string{"/var", "/srv", "/opt", "/home", "/root", "/usr"}
+
 // prepareOverlays creates the upper layers in the state dir: /etc always
 // (the host's own resolv.conf and hosts, and learner edits that never reach
-// the machine), plus the top-level directory of every declared file.
+// the machine), privateTops, plus the top-level directory of every
+// declared file.
 func prepareOverlays(spec Spec) ([]overlay, error) {
 	byTop := map[string][]File{"/etc": nil}
+	for _, top := range privateTops {
+		st, err := os.Lstat(top)
+		// An overlay cannot hold its own upper layer: a state dir under
+		// one of these keeps the machine's directory shared.
+		if err != nil || !st.IsDir() || strings.HasPrefix(spec.StateDir+"/", top+"/") {
+			continue
+		}
+		byTop[top] = nil
+	}
 	for _, f := range spec.Files {
 		top, err := topLevel(f.Path)
 		if err != nil {

@@ -23,6 +23,7 @@ const (
 	helperInit  = "sandbox-init"
 	helperEnter = "sandbox-enter"
 	helperSpawn = "sandbox-spawn"
+	helperMount = "sandbox-mount"
 
 	// initComm is what ps shows as the host's PID 1.
 	initComm = "labctl-init"
@@ -36,13 +37,14 @@ func init() {
 	reexec.Register(helperInit, runInit)
 	reexec.Register(helperEnter, runEnter)
 	reexec.Register(helperSpawn, runSpawn)
+	reexec.Register(helperMount, runMount)
 	// Namespaces, capabilities and the cgroup namespace root are
 	// per-thread. /proc/PID/ns/* (what Command enters) shows the main
 	// thread, so both helpers must do their work there: an init function
 	// that locks the main goroutine keeps it on the main thread through
 	// main and reexec.Init.
 	switch os.Getenv(reexec.EnvHelper) {
-	case helperInit, helperEnter:
+	case helperInit, helperEnter, helperMount:
 		runtime.LockOSThread()
 	}
 }
@@ -266,7 +268,7 @@ func reap() int {
 			}
 			return 0
 		}
-		reapAll()
+		reapUnlessPaused() // process.init-no-reap can pause reaping (noreap_linux.go)
 	}
 	return 0
 }

@@ -5,6 +5,7 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 )
 
@@ -39,4 +40,29 @@ func Command(ctx context.Context, h *Host, env []string, argv ...string) *exec.C
 	cmd := exec.CommandContext(ctx, "false")
 	cmd.Err = errUnsupported()
 	return cmd
+}
+
+// AddMount fails off Linux.
+func AddMount(ctx context.Context, h *Host, stateDir string, m Mount, rec Recorder) error {
+	return errUnsupported()
+}
+
+// CommandSpec describes a command to run inside a host (Linux only).
+type CommandSpec struct {
+	Path       string
+	Argv       []string
+	Env        []string
+	ExtraFiles []*os.File
+	Service    bool
+	ReportPID  *os.File
+}
+
+// CommandWith returns a command that fails to start off Linux.
+func CommandWith(ctx context.Context, h *Host, spec CommandSpec) *exec.Cmd {
+	return Command(ctx, h, spec.Env, spec.Argv...)
+}
+
+// StartService fails off Linux.
+func StartService(ctx context.Context, h *Host, spec CommandSpec) (int, error) {
+	return 0, errUnsupported()
 }

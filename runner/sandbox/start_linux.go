@@ -51,6 +51,9 @@ const startTimeout = 30 * time.Second
 
 // Start starts a host. On error everything it created is released.
 func Start(ctx context.Context, spec Spec, rec Recorder) (h *Host, err error) {
+	if spec.Init == InitSystemd {
+		return startSystemd(ctx, spec, rec)
+	} // systemd_linux.go
 	if err := validateSpec(spec); err != nil {
 		return nil, err
 	}
@@ -156,14 +159,20 @@ func Start(ctx context.Context, spec Spec, rec Recorder) (h *Host, err error) {
 	if err := bindNetns(pid, nsPath); err != nil {
 		return nil, fmt.Errorf("host %s: %w", spec.Name, err)
 	}
-	return &Host{
+	h = &Host{
 		Name:          spec.Name,
 		InitPID:       pid,
 		InitStartTime: startTime,
 		NetNS:         nsPath,
 		Cgroups:       dirs,
 		Layout:        layout,
-	}, nil
+	}
+	for _, m := range spec.Mounts {
+		if err := AddMount(ctx, h, spec.StateDir, m, record); err != nil {
+			return nil, fmt.Errorf("host %s: %w", spec.Name, err)
+		}
+	}
+	return h, nil
 }
 
 // startInit clones the host's init into its new namespaces and cgroups,
@@ -372,6 +381,9 @@ func Alive(h *Host) bool {
 
 // Stop kills the host and removes its cgroups and named netns. Idempotent.
 func Stop(ctx context.Context, h *Host) error {
+	if h != nil && h.Init == InitSystemd {
+		return stopSystemd(ctx, h)
+	} // systemd_linux.go
 	if h == nil {
 		return nil
 	}
@@ -399,6 +411,9 @@ func Stop(ctx context.Context, h *Host) error {
 // Release removes one resource recorded earlier. Idempotent: a resource
 // already gone is success.
 func Release(ctx context.Context, kind, name string, data json.RawMessage) error {
+	if kind == KindSystemd {
+		return releaseSystemd(ctx, name, data)
+	} // systemd_linux.go
 	ctx, cancel := withDefaultDeadline(ctx)
 	defer cancel()
 	switch kind {
@@ -430,6 +445,8 @@ func Release(ctx context.Context, kind, name string, data json.RawMessage) error
 			return fmt.Errorf("release mount %s: %w", name, err)
 		}
 		return releaseNetnsMount(r.Target)
+	case KindImage, KindLoop:
+		return releaseDisk(kind, name, data)
 	case KindDir:
 		var r dirRecord
 		if err := json.Unmarshal(data, &r); err != nil {
