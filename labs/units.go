@@ -78,7 +78,17 @@ func ParseDuration(s string) (Duration, error) {
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-func (d Duration) String() string { return time.Duration(d).String() }
+// String formats like time.Duration without zero tails: 10m, 1h30m, 2.5s.
+func (d Duration) String() string {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
 
 // Mode is a file mode's permission bits, written in octal (0644, "0755", 4755).
 type Mode uint32
