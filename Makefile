@@ -14,7 +14,7 @@ DEFAULT_LAB ?= first-look
 # What labs and their learners use on the machine: ps, ip, ss, strace, lsof,
 # nsenter, dig, ping, curl, mkfs.ext4.
 APT_PACKAGES := procps psmisc iproute2 util-linux strace lsof e2fsprogs curl \
-	iputils-ping bind9-dnsutils bash
+	iputils-ping bind9-dnsutils bash tcpdump nftables
 
 .PHONY: all deps build lab test test-unit lint fmt vet fuzz bench clean schema
 

@@ -34,6 +34,8 @@ type Snapshot struct {
 	Procs   []Proc            // processes that belong to labctl
 	Loops   []string          // "<loopN> <backing file>"
 	Files   map[string]string // path -> sha256 of the /etc files labs must not change
+	// Nftables is the machine's ruleset (nft list ruleset), "" without nft.
+	Nftables string
 }
 
 // Link is one network interface of the machine's namespace.
@@ -78,6 +80,7 @@ func Take() (*Snapshot, error) {
 		{"processes", takeProcs},
 		{"loop devices", takeLoops},
 		{"files", takeFiles},
+		{"nftables", takeNftables},
 	}
 	for _, st := range steps {
 		if err := st.fn(s); err != nil {

@@ -1,0 +1,176 @@
+// Package netfault is the "networking and DNS" fault family: services a
+// lab places on its hosts (HTTP, TCP echo, a DNS server), and the kinds
+// that break routing, links, name resolution, listeners and firewalls for
+// real inside the lab's own network namespaces.
+//
+// Everything here acts inside a host: through netlink handles opened in
+// the host's network namespace, or through commands run inside the host
+// (faults.Host.Command). Nothing ever touches the machine's own network
+// namespace, /etc or ruleset.
+package netfault
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/labctl/labctl/faults"
+)
+
+// readyTimeout bounds how long Apply waits for a symptom to be observable.
+const readyTimeout = 15 * time.Second
+
+// pollInterval is how often readiness conditions are re-read.
+const pollInterval = 20 * time.Millisecond
+
+// withHandle runs fn with a netlink handle bound to the host's network
+// namespace, so no thread ever switches namespaces.
+func withHandle(h faults.Host, fn func(*netlink.Handle) error) error {
+	ns, err := netns.GetFromPath(h.NetNSPath())
+	if err != nil {
+		return fmt.Errorf("host %s: open network namespace: %w", h.Name(), err)
+	}
+	defer ns.Close()
+	nh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("host %s: netlink: %w", h.Name(), err)
+	}
+	defer nh.Close()
+	return fn(nh)
+}
+
+// hostGone reports whether an error means the host's namespace no longer
+// exists, which makes a revert moot.
+func hostGone(h faults.Host) bool {
+	_, err := os.Stat(h.NetNSPath())
+	return errors.Is(err, os.ErrNotExist)
+}
+
+// run runs argv inside the host and returns its combined output.
+func run(ctx context.Context, h faults.Host, stdin []byte, argv ...string) (string, error) {
+	cmd := h.Command(ctx, argv...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("host %s: %s: %w: %s", h.Name(), strings.Join(argv, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// readHostFile reads a file of the host's private view.
+func readHostFile(ctx context.Context, h faults.Host, path string) ([]byte, error) {
+	out, err := run(ctx, h, nil, "cat", path)
+	return []byte(out), err
+}
+
+// writeHostFile replaces a file inside the host. It is written from
+// inside the host's mount namespace, where /etc is the host's private
+// overlay, so the machine's own file can never be reached.
+func writeHostFile(ctx context.Context, h faults.Host, path string, content []byte) error {
+	cmd := h.Command(ctx, "tee", path)
+	cmd.Stdin = bytes.NewReader(content)
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("host %s: write %s: %w: %s", h.Name(), path, err, strings.TrimSpace(errOut.String()))
+	}
+	return nil
+}
+
+// poll calls cond until it reports done, fails, or the deadline passes.
+func poll(ctx context.Context, what string, cond func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	var last error
+	for {
+		done, err := cond()
+		if done {
+			return nil
+		}
+		if err != nil {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if last != nil {
+				return fmt.Errorf("%s: not observable within %s: %w", what, readyTimeout, last)
+			}
+			return fmt.Errorf("%s: not observable within %s", what, readyTimeout)
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// pidNS returns the pid namespace identity of a machine-side PID.
+func pidNS(pid int) (string, error) {
+	return os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns", "pid"))
+}
+
+// hostProcs returns machine-side PIDs of the host's processes whose
+// command name is comm.
+func hostProcs(h faults.Host, comm string) ([]int, error) {
+	want, err := pidNS(h.InitPID())
+	if err != nil {
+		return nil, fmt.Errorf("host %s: %w", h.Name(), err)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		c, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil || strings.TrimSpace(string(c)) != comm {
+			continue
+		}
+		if ns, err := pidNS(pid); err == nil && ns == want && !isZombie(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}
+
+func isZombie(pid int) bool {
+	st, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return true
+	}
+	s := string(st)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || len(s) < i+3 || s[i+2] == 'Z'
+}
+
+// innerPID is the PID a process has inside its own (the host's) pid
+// namespace: what ps and ss show to a learner in the host.
+func innerPID(pid int) (int, error) {
+	st, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				break
+			}
+			return strconv.Atoi(f[len(f)-1])
+		}
+	}
+	return 0, fmt.Errorf("pid %d: no NSpid line", pid)
+}
