@@ -21,6 +21,7 @@ import (
 	_ "github.com/labctl/labctl/faults/dstate"
 	"github.com/labctl/labctl/internal/hostsnap"
 	"github.com/labctl/labctl/internal/reexec"
+	"github.com/labctl/labctl/internal/testenv"
 	"github.com/labctl/labctl/labs"
 	"github.com/labctl/labctl/runner"
 )
@@ -404,10 +405,11 @@ func stuckInD(t *testing.T) int {
 // TestSelfTest runs each lab of the family through labctl test's phases,
 // three times.
 func TestSelfTest(t *testing.T) {
+	runs := testenv.SelfTestRuns(t)
 	requireRoot(t)
 	for _, file := range []string{freezeLab, fuseLab} {
 		lab := loadLab(t, file)
-		for run := 1; run <= 3; run++ {
+		for run := 1; run <= runs; run++ {
 			t.Run(fmt.Sprintf("%s#%d", lab.Name, run), func(t *testing.T) {
 				privateStateRoot(t)
 				res := runner.SelfTest(context.Background(), lab, runner.TestOptions{Run: run})

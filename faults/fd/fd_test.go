@@ -15,6 +15,7 @@ import (
 	_ "github.com/labctl/labctl/faults/fd"
 	"github.com/labctl/labctl/internal/hostsnap"
 	"github.com/labctl/labctl/internal/reexec"
+	"github.com/labctl/labctl/internal/testenv"
 	"github.com/labctl/labctl/labs"
 	"github.com/labctl/labctl/runner"
 )
@@ -183,13 +184,14 @@ func mustAtoi(t *testing.T, s string) int {
 // TestSelfTest runs each lab of the family through labctl test's phases,
 // three times.
 func TestSelfTest(t *testing.T) {
+	runs := testenv.SelfTestRuns(t)
 	requireRoot(t)
 	for _, file := range []string{leakLab, deletedLab} {
 		lab, err := labs.LoadFile(file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for run := 1; run <= 3; run++ {
+		for run := 1; run <= runs; run++ {
 			t.Run(fmt.Sprintf("%s#%d", lab.Name, run), func(t *testing.T) {
 				privateStateRoot(t)
 				res := runner.SelfTest(context.Background(), lab, runner.TestOptions{Run: run})

@@ -15,6 +15,7 @@ import (
 	_ "github.com/labctl/labctl/checks"
 	"github.com/labctl/labctl/internal/hostsnap"
 	"github.com/labctl/labctl/internal/reexec"
+	"github.com/labctl/labctl/internal/testenv"
 	"github.com/labctl/labctl/labs"
 	"github.com/labctl/labctl/runner"
 )
@@ -256,6 +257,7 @@ func TestLockWaitersInFutex(t *testing.T) {
 
 // TestLabsSelfTest is `labctl test --repeat 3` for every lab of the family.
 func TestLabsSelfTest(t *testing.T) {
+	runs := testenv.SelfTestRuns(t)
 	requireRoot(t)
 	files, err := filepath.Glob(filepath.Join("..", "..", "labs", "processes", "*.yaml"))
 	if err != nil || len(files) == 0 {
@@ -266,7 +268,7 @@ func TestLabsSelfTest(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(runner.EnvStateDir, t.TempDir())
 			lab := labFile(t, name)
-			for run := 1; run <= 3; run++ {
+			for run := 1; run <= runs; run++ {
 				res := runner.SelfTest(context.Background(), lab, runner.TestOptions{Run: run})
 				if p := res.Failed(); p != nil {
 					t.Fatalf("run %d: phase %s %s: %s", run, p.Phase, p.Name, p.Message)
