@@ -1,0 +1,330 @@
+package memory_test
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/labctl/labctl/faults/memory"
+	"github.com/labctl/labctl/internal/hostsnap"
+	"github.com/labctl/labctl/internal/reexec"
+	"github.com/labctl/labctl/internal/testenv"
+	"github.com/labctl/labctl/labs"
+	"github.com/labctl/labctl/runner"
+)
+
+func TestMain(m *testing.M) {
+	// Host inits, enter helpers, the supervisor and the worker are this
+	// test binary re-executed.
+	if reexec.Init() {
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates namespaces and cgroups (CI runs as root)")
+	}
+	if err := runner.CheckEnvironment(); err != nil {
+		t.Skipf("this machine cannot run labs: %v", err)
+	}
+}
+
+// privateStateRoot keeps this test's instances (and its gc) apart from
+// anyone else's on the machine, and downs whatever a failed test left.
+func privateStateRoot(t *testing.T) {
+	t.Helper()
+	t.Setenv(runner.EnvStateDir, t.TempDir())
+	t.Cleanup(func() {
+		all, _ := runner.List()
+		for _, in := range all {
+			if err := in.Down(context.Background()); err != nil {
+				t.Errorf("cleanup: down %s: %v", in.ID, err)
+			}
+		}
+	})
+}
+
+func loadLab(t *testing.T, name string) *labs.Lab {
+	t.Helper()
+	lab, err := labs.LoadFile(filepath.Join("..", "..", "labs", "memory", name+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lab
+}
+
+// inHost runs argv inside a host of the instance and returns its output.
+func inHost(t *testing.T, in *runner.Instance, host string, argv ...string) string {
+	t.Helper()
+	cmd, err := in.Command(context.Background(), host, argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s on %s: %v\n%s", strings.Join(argv, " "), host, err, out)
+	}
+	return string(out)
+}
+
+// poll calls cond until it holds or the deadline passes (a bound on a
+// real condition, not a guess at how long something takes).
+func poll(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func memAvailable(t *testing.T) int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				t.Error(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Error("no MemAvailable in /proc/meminfo")
+	return 0
+}
+
+// lowestMemAvailable samples MemAvailable until stop is called and
+// returns the lowest value seen.
+func lowestMemAvailable(t *testing.T) (stop func() int64) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	lowest := memAvailable(t)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				lowest = min(lowest, memAvailable(t))
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		wg.Wait()
+		return lowest
+	}
+}
+
+func counterIn(t *testing.T, dir, file, key string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && k == key {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("%s/%s has no %s", dir, file, key)
+	return 0
+}
+
+// memAvailableMargin is what the machine may lose beyond the lab's limit
+// while the OOM lab runs: kernel memory the v1 memory cgroup does not
+// charge (the host's namespaces, its mounts, its processes' kernel
+// stacks and page tables outside kmem accounting), the labctl processes
+// that run outside the host's cgroup while it comes up (the enter
+// helpers, a few MiB each), and the page cache of logs written outside.
+// Tens of MiB cover that; 64 MiB is one limit's worth, so a lab that
+// escaped its cgroup (and took 256 MiB) would still be caught. A machine
+// busy with other work at the same time can also lower MemAvailable:
+// run it under the machine-wide lock, with nothing else heavy running.
+const memAvailableMargin = 64 << 20
+
+// TestOOMLabEvidence: the kernel kills the worker for real (dmesg inside
+// the host names the victim fact), the cgroup's counter equals the kills
+// the supervisor logged, and the machine never loses more memory than
+// the lab's limit plus a margin.
+func TestOOMLabEvidence(t *testing.T) {
+	requireRoot(t)
+	privateStateRoot(t)
+	lab := loadLab(t, "oom-killed-worker")
+
+	// The logs go to the host's private /var, never the machine's.
+	_, statErr := os.Stat("/var/log/worker")
+	machineHadLogs := statErr == nil
+
+	stop := lowestMemAvailable(t)
+	before := memAvailable(t)
+	in, err := runner.Up(context.Background(), lab, runner.UpOptions{})
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	id := in.ID
+	facts := in.Facts()
+	limit, err := strconv.ParseInt(facts["hog.limit_bytes"], 10, 64)
+	if err != nil || limit != 64<<20 {
+		t.Errorf("fact hog.limit_bytes = %q, want %d (the lab's 64Mi)", facts["hog.limit_bytes"], 64<<20)
+	}
+	if facts["hog.limit_mib"] != "64" {
+		t.Errorf("fact hog.limit_mib = %q, want 64", facts["hog.limit_mib"])
+	}
+	if facts["hog.victim"] != "worker" {
+		t.Errorf("fact hog.victim = %q, want worker", facts["hog.victim"])
+	}
+	if n, _ := strconv.Atoi(facts["hog.kills"]); n < 1 {
+		t.Errorf("fact hog.kills = %q, want at least 1 when up returns", facts["hog.kills"])
+	}
+	dir, err := in.CgroupDir("app", "memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counterFile := facts["hog.counter_file"]
+
+	// Let the restart loop kill it more than once, so the comparison
+	// below counts several kills.
+	poll(t, "a second OOM kill", 30*time.Second, func() bool { return counterIn(t, dir, counterFile, "oom_kill") >= 2 })
+
+	// The learner's view: dmesg inside the host shows the kill line.
+	want := "Memory cgroup out of memory: Killed process " + facts["hog.victim_pid"] + " (" + facts["hog.victim"] + ")"
+	if klog := inHost(t, in, "app", "dmesg"); !strings.Contains(klog, want) {
+		t.Errorf("dmesg inside the host has no line %q", want)
+	}
+
+	// Fix it the operator's way (a smaller buffer in the config), and
+	// wait until a worker got its whole buffer: from then on nothing
+	// is killed, so the counter and the supervisor's log must agree.
+	inHost(t, in, "app", "sh", "-c", "echo 'buffer = 8Mi' > /etc/worker.conf")
+	poll(t, "a worker with its whole buffer", 60*time.Second, func() bool {
+		return strings.Contains(inHost(t, in, "app", "cat", "/var/log/worker/worker.log"), "ready")
+	})
+	kills := counterIn(t, dir, counterFile, "oom_kill")
+	logged := regexp.MustCompile(`(?m)worker \(pid \d+\) killed by signal SIGKILL$`).FindAllString(inHost(t, in, "app", "cat", facts["hog.log"]), -1)
+	if int64(len(logged)) != kills {
+		t.Errorf("cgroup oom_kill = %d, supervisor logged %d SIGKILL exits", kills, len(logged))
+	}
+	lowest := stop()
+
+	if err := in.Down(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if drop := before - lowest; drop > limit+memAvailableMargin {
+		t.Errorf("MemAvailable dropped by %d MiB during the lab; the lab's limit is %d MiB (+%d MiB margin)", drop>>20, limit>>20, memAvailableMargin>>20)
+	} else {
+		t.Logf("MemAvailable dropped by at most %d MiB (limit %d MiB)", drop>>20, limit>>20)
+	}
+	requireNoResidue(t, id)
+	if _, err := os.Stat("/var/log/worker"); err == nil && !machineHadLogs {
+		t.Errorf("the lab wrote /var/log/worker on the machine, not in the host's private /var")
+	}
+}
+
+func requireNoResidue(t *testing.T, id string) {
+	t.Helper()
+	snap, err := hostsnap.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := snap.Mentioning(id); len(left) > 0 {
+		t.Errorf("residue of %s after down: %v", id, left)
+	}
+}
+
+// TestLabsSelfTest runs every lab of the family through labctl test's
+// phases three times: a flaky lab fails here.
+func TestLabsSelfTest(t *testing.T) {
+	runs := testenv.SelfTestRuns(t)
+	requireRoot(t)
+	privateStateRoot(t)
+	files, err := filepath.Glob(filepath.Join("..", "..", "labs", "memory", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no labs found: %v", err)
+	}
+	before, err := hostsnap.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		lab, err := labs.LoadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(lab.Name, func(t *testing.T) {
+			for run := 1; run <= runs; run++ {
+				res := runner.SelfTest(context.Background(), lab, runner.TestOptions{Run: run})
+				if p := res.Failed(); p != nil {
+					t.Fatalf("run %d: phase %s %s: %s", run, p.Phase, p.Name, p.Message)
+				}
+			}
+		})
+	}
+	after, err := hostsnap.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Labctl's own cgroups and processes must be as before.
+	if l := labctlLeft(before, after); len(l) > 0 {
+		t.Errorf("left behind: %v", l)
+	}
+}
+
+// labctlLeft lists labctl cgroups, processes and mounts in after that
+// were not in before (other people's labs may be running on the machine).
+func labctlLeft(before, after *hostsnap.Snapshot) []string {
+	had := map[string]bool{}
+	for _, c := range before.Cgroups {
+		had["cgroup "+c] = true
+	}
+	for _, p := range before.Procs {
+		had["process "+strconv.Itoa(p.PID)] = true
+	}
+	for _, m := range before.Mounts {
+		had["mount "+m.Point] = true
+	}
+	var left []string
+	for _, c := range after.Cgroups {
+		if !had["cgroup "+c] {
+			left = append(left, "cgroup "+c)
+		}
+	}
+	for _, p := range after.Procs {
+		if !had["process "+strconv.Itoa(p.PID)] {
+			left = append(left, "process "+strconv.Itoa(p.PID)+" "+p.Comm+" ("+p.Why+")")
+		}
+	}
+	for _, m := range after.Mounts {
+		if !had["mount "+m.Point] {
+			left = append(left, "mount "+m.Point)
+		}
+	}
+	return left
+}
