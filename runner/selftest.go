@@ -175,6 +175,8 @@ func (st *selfTest) wrongFix(wf labs.WrongFix) (err error) {
 	if err := in.RunSteps(st.ctx, wf.Run, io.Discard); err != nil {
 		return fmt.Errorf("the wrong fix does not run: %w", err)
 	}
+	// As after a learner's check: "since check" counters count from here.
+	in.markCounters(checks.SinceCheck)
 	outcomes := checks.Run(st.ctx, st.lab, in, answersOf(in), nil, checks.RunOptions{})
 	status := map[string]checks.Outcome{}
 	failing := 0
@@ -203,6 +205,7 @@ func (st *selfTest) solve(in *Instance) error {
 	if err := in.Solve(st.ctx, io.Discard); err != nil {
 		return err
 	}
+	in.markCounters(checks.SinceCheck)
 	outcomes := checks.Run(st.ctx, st.lab, in, answersOf(in), nil, checks.RunOptions{})
 	var problems []string
 	for _, o := range outcomes {
