@@ -14,9 +14,9 @@ DEFAULT_LAB ?= first-look
 # What labs and their learners use on the machine: ps, ip, ss, strace, lsof,
 # nsenter, dig, ping, curl, mkfs.ext4.
 APT_PACKAGES := procps psmisc iproute2 util-linux strace lsof e2fsprogs curl \
-	iputils-ping bind9-dnsutils bash tcpdump nftables
+	iputils-ping bind9-dnsutils bash tcpdump nftables systemd-container debootstrap
 
-.PHONY: all deps build lab test test-unit lint fmt vet fuzz bench clean schema
+.PHONY: all deps build lab test test-unit lint fmt vet fuzz bench clean schema rootfs
 
 all: build
 
@@ -48,9 +48,15 @@ lab: build
 # run for real as root), then every lab of the catalog proves itself.
 # -p 1: privileged tests compare whole-machine snapshots, so test binaries
 # must not create labs at the same time.
-test: deps lint build
+test: deps lint build rootfs
 	$(GO) test -p 1 -count=1 -timeout 25m ./...
 	./$(BIN) test --junit bin/catalog-junit.xml
+
+# The root filesystem systemd lab hosts boot: debootstrap from this machine's
+# apt mirror into /var/cache/labctl (about 2 minutes the first time, then a
+# no-op). `labctl up` of a systemd lab builds it too when it is missing.
+rootfs: build
+	./$(BIN) rootfs
 
 lint: fmt vet
 

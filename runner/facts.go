@@ -60,6 +60,7 @@ func (in *Instance) hostSpec(h *labs.Host, stateDir string) (sandbox.Spec, error
 		Pids:      512,
 		StateDir:  stateDir,
 		NetNSName: netnsName(in.ID, h.Name),
+		Init:      string(h.Init),
 	}
 	if h.Memory != nil {
 		spec.Memory = int64(*h.Memory)
@@ -84,6 +85,7 @@ func (in *Instance) hostSpec(h *labs.Host, stateDir string) (sandbox.Spec, error
 		}
 		spec.Files = append(spec.Files, sf)
 	}
+	spec.Users, spec.Groups, spec.Mounts = hostAccountsAndMounts(h)
 	return spec, nil
 }
 
@@ -98,7 +100,7 @@ func (in *Instance) hostFile(h *labs.Host, f labs.File) (sandbox.File, error) {
 	if f.Mode != nil {
 		sf.Mode = fileMode(*f.Mode)
 	}
-	if sf.UID, sf.GID, err = owner(f.Owner); err != nil {
+	if sf.UID, sf.GID, err = labOwner(h, f.Owner); err != nil {
 		return sandbox.File{}, fmt.Errorf("host %s: file %s: %w", h.Name, f.Path, err)
 	}
 	return sf, nil

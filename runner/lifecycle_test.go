@@ -64,8 +64,8 @@ func TestUpDownOneHost(t *testing.T) {
 	before := snapshot(t)
 
 	in := up(t, oneHostLab(), UpOptions{})
-	if in.Phase != PhaseReady || !validID(in.ID) || in.Name != "one-1" {
-		t.Errorf("instance = phase %q id %q name %q, want ready, a 6-char id, one-1", in.Phase, in.ID, in.Name)
+	if in.Phase != PhaseReady || !validID(in.ID) || in.Name != "one" {
+		t.Errorf("instance = phase %q id %q name %q, want ready, a 6-char id, one", in.Phase, in.ID, in.Name)
 	}
 	if got := strings.TrimSpace(run(t, in, "app", "hostname")); got != "app" {
 		t.Errorf("hostname inside = %q, want app", got)

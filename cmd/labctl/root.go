@@ -91,7 +91,7 @@ whether your diagnosis and your fix are right.
 	root.PersistentFlags().Bool("no-color", false, "never colour the output (also $NO_COLOR)")
 
 	root.AddCommand(
-		a.listCmd(), a.describeCmd(), a.validateCmd(), a.schemaCmd(), a.kindsCmd(), a.versionCmd(),
+		a.listCmd(), a.describeCmd(), a.validateCmd(), a.schemaCmd(), a.kindsCmd(), a.rootfsCmd(), a.versionCmd(),
 	)
 	a.addLifecycleCmds(root)
 	a.addSessionCmds(root)

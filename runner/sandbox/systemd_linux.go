@@ -55,6 +55,11 @@ func startSystemd(ctx context.Context, spec Spec, rec Recorder) (h *Host, err er
 	if err := validateSpec(spec); err != nil {
 		return nil, err
 	}
+	// Lab-local accounts and mounts are set up by labctl's own init, which
+	// a systemd host does not run: refuse them rather than drop them.
+	if len(spec.Mounts) > 0 || len(spec.Users) > 0 || len(spec.Groups) > 0 {
+		return nil, fmt.Errorf("host %s: lab-local users, groups and mounts are not supported on systemd hosts yet", spec.Name)
+	}
 	nspawn, err := exec.LookPath("systemd-nspawn")
 	if err != nil {
 		return nil, &SupportError{Msg: "systemd hosts need systemd-nspawn", Hint: "apt-get install systemd-container debootstrap (make deps)"}
@@ -508,6 +513,10 @@ func releaseSystemdHost(ctx context.Context, r systemdRecord) error {
 	if r.NetNS != "" {
 		errs = append(errs, releaseNetns(r.NetNS))
 	}
+	// locks/ holds nspawn's image locks, shared by every host of the
+	// same image: removed only once empty.
+	releaseStaleLocks(filepath.Join(nspawnRunDir, "locks"))
+	_ = unix.Rmdir(filepath.Join(nspawnRunDir, "locks"))
 	for _, sub := range []string{"propagate", "unix-export", "incoming"} {
 		p := filepath.Join(nspawnRunDir, sub, r.Machine)
 		if err := os.RemoveAll(p); err != nil {
@@ -596,4 +605,28 @@ func matchesTree(path string, rels []string) bool {
 		}
 	}
 	return false
+}
+
+// releaseStaleLocks removes lock files no process holds, as nspawn does on
+// a clean exit (a SIGKILLed nspawn leaves its lock file behind): a lock
+// that can be taken exclusively is held by no one.
+func releaseStaleLocks(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			continue
+		}
+		// systemd's lock files may be held with flock or with OFD record
+		// locks depending on the version: free only if both can be taken.
+		ofd := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0}
+		if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == nil && unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &ofd) == nil {
+			_ = os.Remove(p)
+		}
+		unix.Close(fd)
+	}
 }

@@ -66,6 +66,9 @@ func assertSystemdGone(t *testing.T, spec Spec, h *Host) {
 	if _, err := os.Lstat(filepath.Join(nspawnRunDir, "propagate", spec.NetNSName)); err == nil {
 		t.Errorf("nspawn leftover %s/propagate/%s is still there", nspawnRunDir, spec.NetNSName)
 	}
+	if locks, _ := os.ReadDir(filepath.Join(nspawnRunDir, "locks")); len(locks) > 0 && !nspawnRuns() {
+		t.Errorf("nspawn lock files left with no nspawn running: %v", locks)
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		data, _ := os.ReadFile(p)
@@ -241,4 +244,15 @@ func killPID(pid int) error {
 		return fmt.Errorf("no such nspawn (pid %d)", pid)
 	}
 	return unix.Kill(pid, unix.SIGKILL)
+}
+
+// nspawnRuns reports whether any systemd-nspawn runs (other labs may).
+func nspawnRuns() bool {
+	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, c := range comms {
+		if data, _ := os.ReadFile(c); strings.TrimSpace(string(data)) == "systemd-nspawn" {
+			return true
+		}
+	}
+	return false
 }
