@@ -311,6 +311,12 @@ func taggedProc(pid int) (Proc, bool) {
 		return Proc{}, false // gone meanwhile
 	}
 	p := Proc{PID: pid, Comm: strings.TrimSpace(string(comm))}
+	if reapedByInit(dir) {
+		// A killed host's init is a zombie until the machine's own init
+		// reaps it (seconds on some machines): dead, holding nothing but
+		// a pid, and not ours to collect.
+		return Proc{}, false
+	}
 	p.Exe, _ = os.Readlink(dir + "/exe")
 	p.Cgroup = labctlCgroup(dir + "/cgroup")
 	exe := strings.TrimSuffix(p.Exe, " (deleted)")
@@ -325,6 +331,22 @@ func taggedProc(pid int) (Proc, bool) {
 		return Proc{}, false
 	}
 	return p, true
+}
+
+// reapedByInit reports whether the process is a zombie whose parent is
+// the machine's PID 1.
+func reapedByInit(dir string) bool {
+	data, err := os.ReadFile(dir + "/stat")
+	if err != nil {
+		return false
+	}
+	// Fields after the last ')' of "pid (comm) state ppid ...".
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return false
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	return len(fields) > 1 && fields[0] == "Z" && fields[1] == "1"
 }
 
 // labctlCgroup returns the first cgroup path of the process under /labctl/.
