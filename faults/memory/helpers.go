@@ -83,10 +83,9 @@ func runSupervisor() int {
 	logLine := func(format string, args ...any) {
 		fmt.Fprintf(logf, "%s %s\n", time.Now().UTC().Format(time.RFC3339), fmt.Sprintf(format, args...))
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		exe = "/proc/self/exe"
-	}
+	// /proc/self/exe re-executes this very binary even where its path is
+	// not visible inside the host (a binary under the machine's /tmp).
+	exe := "/proc/self/exe"
 	// Stop the service with the supervisor, as a service manager does.
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
