@@ -72,6 +72,41 @@ type Host struct {
 	Routes []Route `yaml:"routes,omitempty" json:"routes,omitempty" doc:"routes added after the links are up"`
 	// Forward enables IPv4 forwarding in the host's netns (a router).
 	Forward bool `yaml:"forward,omitempty" json:"forward,omitempty" doc:"enable IPv4 forwarding (a router)"`
+	// Users and Groups exist only in the host's view: they are appended to
+	// the host's private copies of /etc/passwd, /etc/group and /etc/shadow.
+	Users  []User  `yaml:"users,omitempty" json:"users,omitempty" doc:"lab-local users, added to the host's own /etc/passwd and /etc/shadow"`
+	Groups []Group `yaml:"groups,omitempty" json:"groups,omitempty" doc:"lab-local groups, added to the host's own /etc/group"`
+	// Mounts are lab-local filesystems, mounted in the host's view only
+	// and destroyed with it.
+	Mounts []MountSpec `yaml:"mounts,omitempty" json:"mounts,omitempty" doc:"lab-local filesystems (sized tmpfs or ext4 image) mounted inside the host only"`
+}
+
+// User is a lab-local account of one host.
+type User struct {
+	Name string `yaml:"name" json:"name" doc:"login name: lowercase letters, digits, '_' and '-', starting with a letter or '_'" required:"true"`
+	UID  int    `yaml:"uid" json:"uid" doc:"numeric user id, 1000-59999, unique in the host" required:"true"`
+	// Group is the primary group: a group of this host or of the machine.
+	// Without it the user gets a group of its own name and GID = UID.
+	Group  string   `yaml:"group,omitempty" json:"group,omitempty" doc:"primary group (default: a group named after the user, gid = uid)"`
+	Groups []string `yaml:"groups,omitempty" json:"groups,omitempty" doc:"supplementary groups"`
+	Home   string   `yaml:"home,omitempty" json:"home,omitempty" doc:"home directory (default /home/<name>; not created)"`
+	Shell  string   `yaml:"shell,omitempty" json:"shell,omitempty" doc:"login shell (default /bin/bash)"`
+}
+
+// Group is a lab-local group of one host.
+type Group struct {
+	Name string `yaml:"name" json:"name" doc:"group name: lowercase letters, digits, '_' and '-', starting with a letter or '_'" required:"true"`
+	GID  int    `yaml:"gid" json:"gid" doc:"numeric group id, 1000-59999, unique in the host" required:"true"`
+}
+
+// MountSpec is a lab-local filesystem of one host.
+type MountSpec struct {
+	Path string `yaml:"path" json:"path" doc:"mount point inside the host, below a private directory (/var, /srv, /opt, /home, /root, /usr, /etc, /tmp); created if missing" required:"true"`
+	Type string `yaml:"type" json:"type" doc:"tmpfs or ext4 (an image file on a loop device)" required:"true"`
+	Size Size   `yaml:"size" json:"size" doc:"size, e.g. 16Mi (ext4: at least 16Mi)" required:"true"`
+	// Inodes sets mkfs.ext4 -N: a small number makes "out of inodes" labs.
+	Inodes  int      `yaml:"inodes,omitempty" json:"inodes,omitempty" doc:"ext4 only: number of inodes (default: mkfs.ext4's)"`
+	Options []string `yaml:"options,omitempty" json:"options,omitempty" doc:"mount options, e.g. ro, noexec, nosuid, nodev, mode=1777"`
 }
 
 // InitKind selects the host's PID 1.

@@ -168,6 +168,8 @@ func (d *loader) validateHosts(l *Lab) {
 				d.errorf(d.at(&f.Owner), "owner: %q is not user[:group]", f.Owner)
 			}
 		}
+		d.validateAccounts(h)
+		d.validateMounts(h)
 		if h.DNS != nil {
 			for i, ns := range h.DNS.Nameservers {
 				if _, err := netip.ParseAddr(ns); err != nil && l.HostByName(ns) == nil {
@@ -732,4 +734,194 @@ func firstHost(l *Lab) string {
 		return "HOST"
 	}
 	return l.Hosts[0].Name
+}
+
+// Lab-local accounts and filesystems (Host.Users, Groups, Mounts).
+
+var accountRe = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+
+const (
+	// Lab accounts live in a band of their own: below it are the
+	// machine's system accounts and its first human users' ids are
+	// reused there by convention; above it nobody (65534) and
+	// systemd's dynamic users.
+	minLabID = 1000
+	maxLabID = 59999
+	// minExt4 leaves room for the journal and a few files.
+	minExt4  = 16 << 20
+	maxMount = 1 << 30
+)
+
+// mountTops are the top-level directories a lab-local filesystem may be
+// mounted below: the host's private copies (overlays) and its private
+// /tmp. Anything else is shared with the machine, and a mount point
+// cannot be created there.
+var mountTops = []string{"/etc", "/home", "/opt", "/root", "/srv", "/tmp", "/usr", "/var"}
+
+func (d *loader) validateAccounts(h *Host) {
+	groups := map[string]*yaml.Node{} // name -> first declaration
+	gids := map[int]*yaml.Node{}
+	for i := range h.Groups {
+		g := &h.Groups[i]
+		if n := d.at(&g.Name, g); g.Name != "" {
+			switch {
+			case !accountRe.MatchString(g.Name):
+				d.errorf(n, "name: %q is not a valid group name: use up to 32 lowercase letters, digits, '_' and '-', starting with a letter or '_'", g.Name)
+			case groups[g.Name] != nil:
+				d.errorf(n, "name: duplicate group %q (first at line %d)", g.Name, groups[g.Name].Line)
+			case g.Name == "root":
+				d.errorf(n, "name: group \"root\" is the machine's; lab groups are new groups")
+			default:
+				groups[g.Name] = n
+			}
+		}
+		if n := d.at(&g.GID, g); n != nil && !isNull(n) {
+			switch {
+			case g.GID < minLabID || g.GID > maxLabID:
+				d.errorf(n, "gid: %d is outside %d-%d, the range of lab accounts", g.GID, minLabID, maxLabID)
+			case gids[g.GID] != nil:
+				d.errorf(n, "gid: %d is already used by a group (line %d)", g.GID, gids[g.GID].Line)
+			default:
+				gids[g.GID] = n
+			}
+		}
+	}
+	users := map[string]*yaml.Node{}
+	uids := map[int]*yaml.Node{}
+	// A user without a group gets a group of its own name and gid = uid.
+	for i := range h.Users {
+		u := &h.Users[i]
+		if u.Group == "" && u.Name != "" && accountRe.MatchString(u.Name) {
+			n := d.at(&u.Name, u)
+			if first := groups[u.Name]; first != nil {
+				d.errorf(n, "name: user %q has no group, so it gets a group of its own name, but group %q is declared (line %d); set group: %s", u.Name, u.Name, first.Line, u.Name)
+			} else if first := gids[u.UID]; first != nil && u.UID != 0 {
+				d.errorf(n, "uid: user %q has no group, so it gets gid %d, which a group already uses (line %d); set group", u.Name, u.UID, first.Line)
+			} else {
+				groups[u.Name] = n
+				gids[u.UID] = n
+			}
+		}
+	}
+	for i := range h.Users {
+		u := &h.Users[i]
+		if n := d.at(&u.Name, u); u.Name != "" {
+			switch {
+			case !accountRe.MatchString(u.Name):
+				d.errorf(n, "name: %q is not a valid user name: use up to 32 lowercase letters, digits, '_' and '-', starting with a letter or '_'", u.Name)
+			case users[u.Name] != nil:
+				d.errorf(n, "name: duplicate user %q (first at line %d)", u.Name, users[u.Name].Line)
+			case u.Name == "root":
+				d.errorf(n, "name: user \"root\" is the machine's; lab users are new accounts")
+			default:
+				users[u.Name] = n
+			}
+		}
+		if n := d.at(&u.UID, u); n != nil && !isNull(n) {
+			switch {
+			case u.UID < minLabID || u.UID > maxLabID:
+				d.errorf(n, "uid: %d is outside %d-%d, the range of lab accounts (uid 0 is root, and only root)", u.UID, minLabID, maxLabID)
+			case uids[u.UID] != nil:
+				d.errorf(n, "uid: %d is already used by a user (line %d)", u.UID, uids[u.UID].Line)
+			default:
+				uids[u.UID] = n
+			}
+		}
+		if u.Group != "" && groups[u.Group] == nil {
+			d.errorf(d.at(&u.Group), "group: unknown group %q%s; declare it under the host's groups", u.Group, didYouMean(u.Group, sortedKeys(groups)))
+		}
+		seen := map[string]bool{}
+		for j, g := range u.Groups {
+			n := d.at(&u.Groups[j], &u.Groups)
+			switch {
+			case groups[g] == nil:
+				d.errorf(n, "groups[%d]: unknown group %q%s; declare it under the host's groups", j, g, didYouMean(g, sortedKeys(groups)))
+			case seen[g]:
+				d.errorf(n, "groups[%d]: %q is listed twice", j, g)
+			}
+			seen[g] = true
+		}
+		for _, f := range []struct {
+			name string
+			val  *string
+		}{{"home", &u.Home}, {"shell", &u.Shell}} {
+			v := *f.val
+			if v != "" && (!path.IsAbs(v) || path.Clean(v) != v || strings.ContainsAny(v, ":\n")) {
+				d.errorf(d.at(f.val), "%s: %q is not an absolute, clean path without ':'", f.name, v)
+			}
+		}
+	}
+}
+
+func (d *loader) validateMounts(h *Host) {
+	paths := map[string]*yaml.Node{}
+	for i := range h.Mounts {
+		m := &h.Mounts[i]
+		pn := d.at(&m.Path, m)
+		switch {
+		case m.Path == "":
+		case !path.IsAbs(m.Path):
+			d.errorf(pn, "path: %q is not an absolute path", m.Path)
+		case path.Clean(m.Path) != m.Path:
+			d.errorf(pn, "path: %q is not clean; write %q", m.Path, path.Clean(m.Path))
+		case !underMountTop(m.Path):
+			d.errorf(pn, "path: %q is not below a directory private to the host; mount below one of %s", m.Path, strings.Join(mountTops, ", "))
+		case paths[m.Path] != nil:
+			d.errorf(pn, "path: %q is already mounted (line %d)", m.Path, paths[m.Path].Line)
+		default:
+			paths[m.Path] = pn
+		}
+		switch m.Type {
+		case "", "tmpfs", "ext4":
+		default:
+			d.errorf(d.at(&m.Type), "type: %q is not one of tmpfs, ext4", m.Type)
+		}
+		if n := d.at(&m.Size); n != nil && !isNull(n) {
+			switch {
+			case m.Size <= 0:
+				d.errorf(n, "size: must be greater than 0")
+			case m.Size > maxMount:
+				d.errorf(n, "size: %s is above the maximum of %s", m.Size, Size(maxMount))
+			case m.Type == "ext4" && m.Size < minExt4:
+				d.errorf(n, "size: an ext4 filesystem needs at least %s, got %s", Size(minExt4), m.Size)
+			}
+		}
+		if n := d.at(&m.Inodes); n != nil && !isNull(n) {
+			switch {
+			case m.Type != "ext4":
+				d.errorf(n, "inodes: only an ext4 filesystem has a fixed number of inodes (tmpfs: use options: [nr_inodes=N])")
+			case m.Inodes < 16:
+				d.errorf(n, "inodes: %d is below the minimum of 16", m.Inodes)
+			}
+		}
+		for j, o := range m.Options {
+			n := d.at(&m.Options[j], &m.Options)
+			switch {
+			case o == "" || strings.ContainsAny(o, ", \t\n"):
+				d.errorf(n, "options[%d]: %q: write one option per list item, without commas or spaces", j, o)
+			case strings.HasPrefix(o, "size="):
+				d.errorf(n, "options[%d]: use the size field, not %q", j, o)
+			case o == "suid" || o == "dev":
+				d.errorf(n, "options[%d]: %q: lab filesystems are always nosuid,nodev", j, o)
+			}
+		}
+	}
+	// A declared file below a mount point would be hidden by the mount.
+	for i := range h.Files {
+		f := &h.Files[i]
+		for mp := range paths {
+			if strings.HasPrefix(f.Path, mp+"/") {
+				d.errorf(d.at(&f.Path, f), "path: %q is below mount %s, which would hide it (files are placed before filesystems are mounted)", f.Path, mp)
+			}
+		}
+	}
+}
+
+func underMountTop(p string) bool {
+	for _, top := range mountTops {
+		if strings.HasPrefix(p, top+"/") {
+			return true
+		}
+	}
+	return false
 }

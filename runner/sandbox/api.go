@@ -58,6 +58,8 @@ type Spec struct {
 	Files      []File  // declared files placed in the host's private view
 	NetNSName  string  // named netns to create, e.g. "labctl-<id>-<host>"
 	Mounts     []Mount // lab-local filesystems mounted inside the host only (see AddMount)
+	Users      []User  // lab-local accounts, in the host's own /etc/passwd and /etc/shadow (users.go)
+	Groups     []Group // lab-local groups, in the host's own /etc/group (users.go)
 	Init       string  // "" (labctl's init) or InitSystemd: boot systemd under systemd-nspawn (systemd_linux.go)
 }
 

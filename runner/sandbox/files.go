@@ -158,6 +158,9 @@ func prepareOverlays(spec Spec) ([]overlay, error) {
 				return nil, fmt.Errorf("file %s: %w", f.Path, err)
 			}
 		}
+		if err := writeAccounts(ov, spec); err != nil {
+			return nil, err
+		}
 		out = append(out, ov)
 	}
 	return out, nil
