@@ -17,7 +17,7 @@ import (
 
 // catalogFS holds the labs shipped in the binary: labs/<topic>/<name>.yaml.
 // The pattern is one level deep so testdata (whose lab files sit two
-// levels down, in testdata/good and testdata/bad) is never embedded.
+// levels down, in testdata/good and testdata/bad*) is never embedded.
 //
 //go:embed */*.yaml
 var embeddedLabs embed.FS

@@ -13,15 +13,23 @@ import (
 	"github.com/labctl/labctl/labs"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/bad/*.want from the loader's output (review the diff!)")
+var update = flag.Bool("update", false, "rewrite testdata/bad*/*.want from the loader's output (review the diff!)")
 
 // TestBadCorpus loads each bad lab and compares its errors, exactly, with
 // the sibling .want file (one "line:col: message" per line).
 func TestBadCorpus(t *testing.T) {
+	// bad/ uses only real kinds (cmd/labctl runs it through the binary
+	// too); bad-testkinds/ exercises params decoding on this package's
+	// synthetic kinds.
 	files, err := filepath.Glob("testdata/bad/*.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	more, err := filepath.Glob("testdata/bad-testkinds/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, more...)
 	if len(files) < 35 {
 		t.Errorf("bad corpus has %d files, want at least 35", len(files))
 	}

@@ -12,7 +12,7 @@ import (
 // FuzzParse: Parse never panics, and returns either a lab or a non-empty
 // ErrorList whose errors all carry the file name and a position.
 func FuzzParse(f *testing.F) {
-	for _, pattern := range []string{"testdata/good/*.yaml", "testdata/bad/*.yaml"} {
+	for _, pattern := range []string{"testdata/good/*.yaml", "testdata/bad/*.yaml", "testdata/bad-testkinds/*.yaml"} {
 		files, err := filepath.Glob(pattern)
 		if err != nil {
 			f.Fatal(err)
