@@ -425,6 +425,8 @@ func (in *Instance) Report() (*Report, error) {
 	}
 	r := &Report{Instance: in.Name, Lab: in.LabName, Started: in.Created, Elapsed: time.Since(in.Created)}
 	byID := map[string]*CheckReport{}
+	// Allocated once: byID points into it.
+	r.Checks = make([]CheckReport, 0, len(in.Lab.Checks))
 	for _, c := range in.Lab.Checks {
 		kind := "probe"
 		if c.IsAnswer() {

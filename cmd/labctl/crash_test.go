@@ -14,15 +14,27 @@ import (
 )
 
 // TestKillUpThenGC SIGKILLs the real `labctl up` at random points while it
-// builds the default lab, runs `labctl gc`, and requires the machine to be
+// builds a lab, runs `labctl gc`, and requires the machine to be
 // exactly as before — each kill point is logged so a failure can be replayed.
 func TestKillUpThenGC(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("labs need root (namespaces, cgroups)")
-	}
 	kills := 50
 	if testing.Short() {
 		kills = 10
+	}
+	killUpThenGC(t, "first-look", kills)
+}
+
+// TestKillUpThenGCHeavyHosts does the same for labs whose hosts hold more
+// than namespaces: a booted systemd, a frozen filesystem, a FUSE mount.
+func TestKillUpThenGCHeavyHosts(t *testing.T) {
+	for _, lab := range []string{"exec-not-found", "kill-does-nothing", "reads-hang"} {
+		t.Run(lab, func(t *testing.T) { killUpThenGC(t, lab, 4) })
+	}
+}
+
+func killUpThenGC(t *testing.T, lab string, kills int) {
+	if os.Geteuid() != 0 {
+		t.Skip("labs need root (namespaces, cgroups)")
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -37,13 +49,13 @@ func TestKillUpThenGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	upTime := measureUp(t, bin)
+	upTime := measureUp(t, bin, lab)
 	t.Logf("a full up takes %s here; killing at random points within it", upTime)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	for i := 0; i < kills; i++ {
 		delay := time.Duration(rng.Int64N(int64(upTime) + 1))
 		name := "ts-crash"
-		cmd := exec.Command(bin, "up", "--name", name, "first-look")
+		cmd := exec.Command(bin, "up", "--name", name, lab)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
@@ -74,9 +86,9 @@ func TestKillUpThenGC(t *testing.T) {
 }
 
 // measureUp times one complete up (and removes the lab again).
-func measureUp(t *testing.T, bin string) time.Duration {
+func measureUp(t *testing.T, bin, lab string) time.Duration {
 	start := time.Now()
-	if out, err := exec.Command(bin, "up", "--name", "ts-crash-measure", "first-look").CombinedOutput(); err != nil {
+	if out, err := exec.Command(bin, "up", "--name", "ts-crash-measure", lab).CombinedOutput(); err != nil {
 		t.Fatalf("up: %v\n%s", err, out)
 	}
 	d := time.Since(start)

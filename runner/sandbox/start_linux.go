@@ -405,7 +405,21 @@ func Stop(ctx context.Context, h *Host) error {
 	} else {
 		errs = append(errs, removeCgroups(ctx, dirs))
 	}
+	// A task leaves its cgroup a moment before it finishes exiting: the
+	// host is gone once its init no longer runs.
+	errs = append(errs, waitInitGone(ctx, h))
 	return errors.Join(errs...)
+}
+
+func waitInitGone(ctx context.Context, h *Host) error {
+	for Alive(h) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("init %d of %s still running: %w", h.InitPID, h.Name, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // Release removes one resource recorded earlier. Idempotent: a resource
