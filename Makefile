@@ -50,7 +50,7 @@ lab: build
 # must not create labs at the same time.
 test: deps lint build rootfs
 	$(GO) test -p 1 -count=1 -timeout 25m ./...
-	./$(BIN) test --junit bin/catalog-junit.xml
+	./$(BIN) test -j 2 --junit bin/catalog-junit.xml
 
 # The root filesystem systemd lab hosts boot: debootstrap from this machine's
 # apt mirror into /var/cache/labctl (about 2 minutes the first time, then a
