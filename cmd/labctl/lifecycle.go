@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -97,15 +98,25 @@ func (a *app) printBriefing(in *runner.Instance) {
 		ref = " " + in.Name
 	}
 	fmt.Fprintln(w)
+	prog := progName()
 	hosts := in.HostNames()
 	if len(hosts) > 1 {
 		fmt.Fprintf(w, "hosts: %s\n", strings.Join(hosts, ", "))
-		fmt.Fprintf(w, "enter:  labctl shell%s --host %s\n", ref, hosts[0])
+		fmt.Fprintf(w, "enter:  %s shell%s --host %s\n", prog, ref, hosts[0])
 	} else {
-		fmt.Fprintf(w, "enter:  labctl shell%s\n", ref)
+		fmt.Fprintf(w, "enter:  %s shell%s\n", prog, ref)
 	}
-	fmt.Fprintf(w, "answer: labctl answer%s CHECK VALUE   (labctl answer%s lists the questions)\n", ref, ref)
-	fmt.Fprintf(w, "grade:  labctl check%s · stuck? labctl hint%s · done: labctl down%s\n", ref, ref, ref)
+	fmt.Fprintf(w, "answer: %s answer%s CHECK VALUE   (%s answer%s lists the questions)\n", prog, ref, prog, ref)
+	fmt.Fprintf(w, "grade:  %s check%s · stuck? %s hint%s · done: %s down%s\n", prog, ref, prog, ref, prog, ref)
+}
+
+// progName is labctl as the user typed it (bin/labctl from the README's
+// make lab), so the commands the briefing suggests work when pasted.
+func progName() string {
+	if strings.Contains(os.Args[0], "/") && !filepath.IsAbs(os.Args[0]) {
+		return strings.TrimPrefix(os.Args[0], "./")
+	}
+	return "labctl"
 }
 
 func (a *app) countInstances() int {
