@@ -78,7 +78,7 @@ func NSPID(pid int) (int, error) {
 }
 
 func Comm(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/Comm", pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	if err != nil {
 		return ""
 	}
@@ -86,7 +86,7 @@ func Comm(pid int) string {
 }
 
 func Children(pid int) []int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/Children", pid, pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 	if err != nil {
 		return nil
 	}
