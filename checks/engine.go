@@ -3,7 +3,6 @@ package checks
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -299,7 +298,7 @@ func runProbe(ctx context.Context, lab *labs.Lab, c *labs.Check, t Target, facts
 	}
 	// Render a copy: the lab is shared by every run and must keep its
 	// templates.
-	params = deepCopy(params)
+	params = labs.CloneParams(params)
 	if params != nil {
 		if err := labs.RenderParams(params, facts); err != nil {
 			return Result{Message: "cannot render the probe's parameters (a bug in the lab): " + err.Error()}
@@ -351,61 +350,4 @@ func observeSteadily(ctx context.Context, p Prober, t Target, host string, param
 		case <-timer.C:
 		}
 	}
-}
-
-// deepCopy copies v (a pointer to a params struct, usually) with every
-// pointer, slice and map duplicated, so rendering the copy leaves v alone.
-func deepCopy(v any) any {
-	if v == nil {
-		return nil
-	}
-	return copyValue(reflect.ValueOf(v)).Interface()
-}
-
-func copyValue(v reflect.Value) reflect.Value {
-	switch v.Kind() {
-	case reflect.Pointer:
-		if v.IsNil() {
-			return reflect.Zero(v.Type())
-		}
-		p := reflect.New(v.Type().Elem())
-		p.Elem().Set(copyValue(v.Elem()))
-		return p
-	case reflect.Interface:
-		if v.IsNil() {
-			return reflect.Zero(v.Type())
-		}
-		c := reflect.New(v.Type()).Elem()
-		c.Set(copyValue(v.Elem()))
-		return c
-	case reflect.Struct:
-		c := reflect.New(v.Type()).Elem()
-		c.Set(v) // unexported fields: copied shallowly
-		for i := range v.NumField() {
-			if c.Field(i).CanSet() {
-				c.Field(i).Set(copyValue(v.Field(i)))
-			}
-		}
-		return c
-	case reflect.Slice:
-		if v.IsNil() {
-			return reflect.Zero(v.Type())
-		}
-		c := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
-		for i := range v.Len() {
-			c.Index(i).Set(copyValue(v.Index(i)))
-		}
-		return c
-	case reflect.Map:
-		if v.IsNil() {
-			return reflect.Zero(v.Type())
-		}
-		c := reflect.MakeMapWithSize(v.Type(), v.Len())
-		iter := v.MapRange()
-		for iter.Next() {
-			c.SetMapIndex(iter.Key(), copyValue(iter.Value()))
-		}
-		return c
-	}
-	return v
 }

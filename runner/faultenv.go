@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"reflect"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -160,7 +159,7 @@ func (in *Instance) applyFault(ctx context.Context, f *labs.Fault) error {
 	if !ok {
 		return fmt.Errorf("fault %s: kind %q is not built into this labctl", f.ID, f.Kind)
 	}
-	params := deepCopy(f.With)
+	params := labs.CloneParams(f.With)
 	if params != nil {
 		if err := labs.RenderParams(params, in.facts); err != nil {
 			return fmt.Errorf("fault %s: %w", f.ID, err)
@@ -215,63 +214,6 @@ func (in *Instance) revertFault(ctx context.Context, data json.RawMessage) error
 		return fmt.Errorf("revert fault %s (%s): %w", rec.ID, rec.Kind, err)
 	}
 	return nil
-}
-
-// deepCopy copies a decoded params value so rendering never changes the
-// lab's own copy (a second instance of the lab renders its own facts).
-func deepCopy(v any) any {
-	if v == nil {
-		return nil
-	}
-	return copyValue(reflect.ValueOf(v)).Interface()
-}
-
-func copyValue(v reflect.Value) reflect.Value {
-	switch v.Kind() {
-	case reflect.Pointer:
-		if v.IsNil() {
-			return reflect.Zero(v.Type())
-		}
-		out := reflect.New(v.Type().Elem())
-		out.Elem().Set(copyValue(v.Elem()))
-		return out
-	case reflect.Interface:
-		if v.IsNil() {
-			return reflect.Zero(v.Type())
-		}
-		out := reflect.New(v.Type()).Elem()
-		out.Set(copyValue(v.Elem()))
-		return out
-	case reflect.Struct:
-		out := reflect.New(v.Type()).Elem()
-		out.Set(v) // copies unexported fields as they are
-		for i := 0; i < v.NumField(); i++ {
-			if out.Field(i).CanSet() {
-				out.Field(i).Set(copyValue(v.Field(i)))
-			}
-		}
-		return out
-	case reflect.Slice:
-		if v.IsNil() {
-			return reflect.Zero(v.Type())
-		}
-		out := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
-		for i := 0; i < v.Len(); i++ {
-			out.Index(i).Set(copyValue(v.Index(i)))
-		}
-		return out
-	case reflect.Map:
-		if v.IsNil() {
-			return reflect.Zero(v.Type())
-		}
-		out := reflect.MakeMapWithSize(v.Type(), v.Len())
-		iter := v.MapRange()
-		for iter.Next() {
-			out.SetMapIndex(iter.Key(), copyValue(iter.Value()))
-		}
-		return out
-	}
-	return v
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
