@@ -10,99 +10,28 @@
 package fs
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl/faults"
+	"github.com/labctl/labctl/faults/internal/hostproc"
 )
 
-// readyTimeout bounds how long Apply waits for a symptom to appear.
-const readyTimeout = 30 * time.Second
-
-// poll calls cond until it reports true or the deadline passes: the
-// symptom is observed, never assumed after a sleep.
-func poll(ctx context.Context, what string, cond func() (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return nil
-		}
-		if err != nil {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			if last != nil {
-				return fmt.Errorf("waiting for %s: %w (last error: %v)", what, ctx.Err(), last)
-			}
-			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// run runs argv inside the host as root.
-func run(ctx context.Context, h faults.Host, argv ...string) error {
-	out, err := h.Command(ctx, argv...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-func comm(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
-}
-
-func children(pid int) []int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, f := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(f); err == nil {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
-// nsPID is the PID a learner inside the host sees.
-func nsPID(pid int) (int, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
-			fields := strings.Fields(v)
-			if len(fields) > 0 {
-				return strconv.Atoi(fields[len(fields)-1])
-			}
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status has no NSpid", pid)
-}
+// The host helpers the fault packages share, under this package's names.
+var (
+	poll     = hostproc.Poll
+	run      = hostproc.Run
+	comm     = hostproc.Comm
+	children = hostproc.Children
+	nsPID    = hostproc.NSPID
+)
 
 // startService starts a helper inside the host and returns the
 // machine-side PID of the service once it runs under its own name. The

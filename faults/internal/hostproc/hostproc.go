@@ -19,7 +19,7 @@ import (
 )
 
 // ReadyTimeout bounds how long Apply waits for a symptom to appear.
-const ReadyTimeout = 20 * time.Second
+const ReadyTimeout = 30 * time.Second
 
 // Poll calls cond until it reports true, fails, or the deadline passes;
 // the symptom is observed, never assumed after a sleep.
