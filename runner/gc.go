@@ -8,11 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -204,51 +200,11 @@ func sweepCgroups(ctx context.Context, owned func(string) bool, rep *GCReport) {
 				continue
 			}
 			dir := filepath.Join(root, "labctl", e.Name())
-			if err := removeCgroupTree(ctx, dir); err != nil {
+			if err := sandbox.RemoveCgroupTree(ctx, dir); err != nil {
 				rep.Errors = append(rep.Errors, err.Error())
 				continue
 			}
 			rep.Swept = append(rep.Swept, "cgroup "+dir)
-		}
-	}
-}
-
-// removeCgroupTree kills every process in a cgroup tree and removes its
-// directories, deepest first.
-func removeCgroupTree(ctx context.Context, dir string) error {
-	var dirs []string
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	deadline := time.Now().Add(5 * time.Second)
-	for _, d := range dirs {
-		for {
-			killAll(d)
-			err := unix.Rmdir(d)
-			if err == nil || errors.Is(err, unix.ENOENT) {
-				break
-			}
-			if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) || ctx.Err() != nil {
-				return fmt.Errorf("remove cgroup %s: %w", d, err)
-			}
-			time.Sleep(5 * time.Millisecond) // poll: the kernel frees the cgroup after its tasks exit
-		}
-	}
-	return nil
-}
-
-func killAll(dir string) {
-	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-	if err != nil {
-		return
-	}
-	for _, f := range strings.Fields(string(data)) {
-		if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
 }

@@ -49,6 +49,12 @@ func killUpThenGC(t *testing.T, lab string, kills int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A failed kill point must not leave its residue to the next test,
+	// whose own before-snapshot would then hide or misreport it.
+	t.Cleanup(func() {
+		_ = exec.Command(bin, "down", "ts-crash").Run()
+		_ = exec.Command(bin, "gc").Run()
+	})
 	upTime := measureUp(t, bin, lab)
 	t.Logf("a full up takes %s here; killing at random points within it", upTime)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))

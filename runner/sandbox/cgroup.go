@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -290,36 +291,128 @@ func killCgroups(ctx context.Context, dirs []string) error {
 	}
 }
 
-// removeCgroups removes the host's cgroup dirs and then, best-effort, the
+// removeCgroups removes the host's cgroup trees and then, best-effort, the
 // instance and labctl parents once they are empty.
 func removeCgroups(ctx context.Context, dirs []string) error {
-	ctx, cancel := withDefaultDeadline(ctx)
-	defer cancel()
 	for _, d := range dirs {
-		for {
-			err := unix.Rmdir(d)
-			if err == nil || errors.Is(err, unix.ENOENT) {
-				break
-			}
-			// EBUSY right after the last process died: the kernel is
-			// still tearing the task down; poll until it lets go.
-			if !errors.Is(err, unix.EBUSY) {
-				return fmt.Errorf("remove cgroup %s: %w", d, err)
-			}
-			if err := killCgroups(ctx, []string{d}); err != nil {
-				return err
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("remove cgroup %s: %w (%w)", d, err, ctx.Err())
-			case <-time.After(pollInterval):
-			}
+		if err := RemoveCgroupTree(ctx, d); err != nil {
+			return err
 		}
 		instanceDir := filepath.Dir(d)
 		// Another host of the instance or another instance may still be
 		// there (ENOTEMPTY/EBUSY): that is their owner's to remove.
 		if unix.Rmdir(instanceDir) == nil {
 			_ = unix.Rmdir(filepath.Dir(instanceDir))
+		}
+	}
+	return nil
+}
+
+// RemoveCgroupTree kills every process in the cgroup tree at top and
+// removes its directories, deepest first, then waits until the killed
+// processes are reaped. The tree is re-read every round: while it is torn
+// down a process may fork, a learner may have made child cgroups, and a
+// container's systemd may still create a unit's cgroup (rmdir of a parent
+// then fails with EBUSY until the newcomer is gone too).
+func RemoveCgroupTree(ctx context.Context, top string) error {
+	if !strings.Contains(top, "/"+cgroupParent+"/") {
+		return fmt.Errorf("remove cgroup tree: %q is not a labctl cgroup", top)
+	}
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	var killed []proc
+	for {
+		dirs := cgroupTree(top)
+		if len(dirs) == 0 {
+			break
+		}
+		for _, d := range dirs {
+			pids, _ := cgroupPIDs(d)
+			for _, pid := range pids {
+				killed = append(killed, proc{pid, procStart(pid)})
+			}
+		}
+		if err := killCgroups(ctx, dirs); err != nil {
+			return err
+		}
+		var busy error
+		for _, d := range dirs {
+			err := unix.Rmdir(d)
+			if err == nil || errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			// EBUSY: a child cgroup appeared since the tree was read,
+			// or the kernel is still tearing the last task down.
+			if !errors.Is(err, unix.EBUSY) {
+				return fmt.Errorf("remove cgroup %s: %w", d, err)
+			}
+			busy = fmt.Errorf("remove cgroup %s: %w", d, err)
+			break
+		}
+		if busy == nil {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (%w)", busy, ctx.Err())
+		case <-time.After(pollInterval):
+		}
+	}
+	return waitGone(ctx, killed)
+}
+
+// cgroupTree lists the directories of a cgroup tree, deepest first; a
+// missing tree has none.
+func cgroupTree(top string) []string {
+	var dirs []string
+	_ = filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	sort.SliceStable(dirs, func(i, j int) bool {
+		return strings.Count(dirs[i], "/") > strings.Count(dirs[j], "/")
+	})
+	return dirs
+}
+
+// proc names one process across PID reuse.
+type proc struct {
+	pid   int
+	start uint64 // clock ticks after boot, field 22 of /proc/PID/stat
+}
+
+// procStart is the start time of pid, 0 when it is gone.
+func procStart(pid int) uint64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 20 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[19], 10, 64)
+	return n
+}
+
+// waitGone polls until none of procs exists any more. A killed process
+// whose parent is gone stays a zombie until the machine's init reaps it;
+// until then it is still there for anyone who looks (ps, a residue
+// snapshot).
+func waitGone(ctx context.Context, procs []proc) error {
+	for _, p := range procs {
+		for p.start != 0 && procStart(p.pid) == p.start {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("process %d was killed but not reaped: %w", p.pid, ctx.Err())
+			case <-time.After(pollInterval):
+			}
 		}
 	}
 	return nil

@@ -66,3 +66,6 @@ func CommandWith(ctx context.Context, h *Host, spec CommandSpec) *exec.Cmd {
 func StartService(ctx context.Context, h *Host, spec CommandSpec) (int, error) {
 	return 0, errUnsupported()
 }
+
+// RemoveCgroupTree fails off Linux.
+func RemoveCgroupTree(ctx context.Context, top string) error { return errUnsupported() }

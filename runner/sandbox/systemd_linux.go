@@ -8,12 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -473,37 +471,17 @@ func releaseSystemdHost(ctx context.Context, r systemdRecord) error {
 	if !strings.HasPrefix(r.Machine, "labctl-") || strings.Contains(r.Machine, "/") {
 		return fmt.Errorf("release systemd host: bad machine name %q", r.Machine)
 	}
-	var trees []string
-	for _, top := range uniqueDirs(r.Dirs) {
-		_ = filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				trees = append(trees, p)
-			}
-			return nil
-		})
-	}
-	// Deepest first; every round kills whatever is (still) in any of them.
-	sort.Slice(trees, func(i, j int) bool { return strings.Count(trees[i], "/") > strings.Count(trees[j], "/") })
-	var victims []int
-	for _, d := range trees {
-		pids, _ := cgroupPIDs(d)
-		victims = append(victims, pids...)
-	}
-	if err := killCgroups(ctx, trees); err != nil {
-		return err
-	}
-	// A killed process whose parent (nspawn) is gone stays a zombie until
-	// the machine's init reaps it; until then it is still a process of
-	// this host for anyone who looks (a residue snapshot, ps).
-	if err := waitReaped(ctx, append(victims, processesInTree(r.Dirs)...)); err != nil {
-		return err
+	// Zombies left by an earlier, interrupted teardown are no longer in
+	// cgroup.procs but still name the tree.
+	var lingering []proc
+	for _, pid := range processesInTree(r.Dirs) {
+		lingering = append(lingering, proc{pid, procStart(pid)})
 	}
 	var errs []error
-	for _, d := range trees {
-		if err := removeOneCgroup(ctx, d); err != nil {
-			errs = append(errs, err)
-		}
+	for _, top := range uniqueDirs(r.Dirs) {
+		errs = append(errs, RemoveCgroupTree(ctx, top))
 	}
+	errs = append(errs, waitGone(ctx, lingering))
 	for _, top := range uniqueDirs(r.Dirs) {
 		instanceDir := filepath.Dir(top)
 		if unix.Rmdir(instanceDir) == nil {
@@ -526,45 +504,6 @@ func releaseSystemdHost(ctx context.Context, r systemdRecord) error {
 	}
 	_ = unix.Rmdir(nspawnRunDir)
 	return errors.Join(errs...)
-}
-
-// removeOneCgroup removes an empty cgroup dir, polling while the kernel
-// still holds it (EBUSY right after its last task died).
-func removeOneCgroup(ctx context.Context, d string) error {
-	for {
-		err := unix.Rmdir(d)
-		if err == nil || errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if !errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("remove cgroup %s: %w", d, err)
-		}
-		if err := killCgroups(ctx, []string{d}); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("remove cgroup %s: %w (%w)", d, err, ctx.Err())
-		case <-time.After(pollInterval):
-		}
-	}
-}
-
-// waitReaped polls until none of pids exists any more.
-func waitReaped(ctx context.Context, pids []int) error {
-	for _, pid := range pids {
-		for {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("process %d of the host was killed but not reaped: %w", pid, ctx.Err())
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}
-	return nil
 }
 
 // processesInTree lists processes whose cgroup (in any hierarchy) is in the
