@@ -77,6 +77,17 @@ type Kind interface {
 	Revert(ctx context.Context, env Env, f *labs.Fault, state json.RawMessage) error
 }
 
+// Contained is implemented by kinds whose whole effect lives inside the
+// fault's host: files only in the host's private, throwaway view and
+// processes only in its cgroup. Teardown destroys the host right after
+// reverting its faults, so it skips Revert for them (a systemd unit's
+// revert alone costs several systemctl round trips). A kind that holds
+// anything on the machine side (a mount, a loop device, a frozen
+// filesystem) must not claim it.
+type Contained interface {
+	ContainedInHost() bool
+}
+
 var (
 	mu    sync.RWMutex
 	kinds = map[string]Kind{}

@@ -166,6 +166,10 @@ func (unitKind) Apply(ctx context.Context, env faults.Env, f *labs.Fault, params
 	}, nil
 }
 
+// ContainedInHost: the unit file lives in the host's volatile overlay and
+// its processes in the host's cgroup, so teardown need not revert it.
+func (unitKind) ContainedInHost() bool { return true }
+
 // Revert stops and removes the unit while the host runs; a host that is
 // gone took the unit (in its volatile overlay) with it.
 func (unitKind) Revert(ctx context.Context, env faults.Env, f *labs.Fault, state json.RawMessage) error {

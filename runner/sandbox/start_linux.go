@@ -344,21 +344,29 @@ func bindNetns(pid int, path string) error {
 
 // processStartTime reads field 22 of /proc/PID/stat (clock ticks after boot).
 func processStartTime(pid int) (uint64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fields, err := statFields(pid)
 	if err != nil {
 		return 0, err
 	}
-	// comm (field 2) may contain spaces and parentheses: split after the last ')'.
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	fields := strings.Fields(string(data[i+1:]))
 	const startTimeField = 22 - 3 // fields[0] is field 3 (state)
 	if len(fields) <= startTimeField {
 		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	return strconv.ParseUint(fields[startTimeField], 10, 64)
+}
+
+// statFields returns /proc/PID/stat from field 3 (state) on: comm (field
+// 2) may contain spaces and parentheses, so it splits after the last ')'.
+func statFields(pid int) ([]string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return strings.Fields(string(data[i+1:])), nil
 }
 
 // Alive reports whether the host's init is still the process we started.
@@ -371,12 +379,8 @@ func Alive(h *Host) bool {
 		return false
 	}
 	// A killed init is a zombie until its parent reaps it: not alive.
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", h.InitPID))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(data), ')')
-	return i >= 0 && i+2 < len(data) && data[i+2] != 'Z' && data[i+2] != 'X'
+	f, err := statFields(h.InitPID)
+	return err == nil && len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
 
 // Stop kills the host and removes its cgroups and named netns. Idempotent.
