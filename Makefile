@@ -70,8 +70,20 @@ vet:
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=60s ./labs/
 
-bench: build
-	$(GO) test -run='^$$' -bench=. -benchtime=30x ./runner/...
+# Measure labctl against a plain-shell baseline doing the same work
+# (bench/baseline.sh): up/down latency, density, catalog wall time. Prints
+# Markdown, writes bin/bench.json; asserts nothing about time. Run as root
+# on an otherwise idle machine.
+bench: build rootfs
+	$(GO) build -o bin/labbench ./bench
+	./bin/labbench bench --json bin/bench.json
+
+# 1,000 up/down cycles of the default lab, 200 of a network lab, 200 ups
+# SIGKILLed at random points plus gc; fails on any residue.
+.PHONY: soak
+soak: build rootfs
+	$(GO) build -o bin/labbench ./bench
+	./bin/labbench soak --kill-log bin/soak-kills.log
 
 # Regenerate the committed JSON Schema after changing the format's types.
 schema: build
