@@ -102,6 +102,13 @@ func mkdirCgroup(layout Layout, dir string) error {
 }
 
 func mkdirChain(layout Layout, labctlDir, instanceDir, dir string) error {
+	if layout == CgroupV2 {
+		// The root must delegate too: systemd as PID 1 enables there only
+		// the controllers its own units use (memory and pids, not cpu).
+		if err := enableControllers(filepath.Dir(labctlDir)); err != nil {
+			return err
+		}
+	}
 	for _, d := range []string{labctlDir, instanceDir} {
 		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("create cgroup %s: %w", d, err)

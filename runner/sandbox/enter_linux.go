@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -111,6 +112,15 @@ func CommandWith(ctx context.Context, h *Host, spec CommandSpec) *exec.Cmd {
 	p := enterParams{Env: spec.Env, Argv: spec.Argv, Path: spec.Path, Service: spec.Service}
 	if h != nil {
 		p.InitPID, p.InitStartTime, p.Cgroups = h.InitPID, h.InitStartTime, h.Cgroups
+		// On cgroup v2, systemd-nspawn makes the host's cgroup an inner
+		// node with controllers (payload/, supervisor/), which may hold no
+		// process (EBUSY). Join the container's PID 1's own cgroup instead:
+		// a leaf below it, so the host's limits still apply.
+		if h.Init == InitSystemd && h.Layout == CgroupV2 {
+			if dir, err := v2CgroupOf(h.InitPID); err == nil {
+				p.Cgroups = map[string]string{"unified": dir}
+			}
+		}
 	}
 	cmd.ExtraFiles = append([]*os.File(nil), spec.ExtraFiles...)
 	if spec.ReportPID != nil {
@@ -574,4 +584,18 @@ func lookPath(name string, env []string) (string, error) {
 func enterFail(err error) int {
 	fmt.Fprintf(os.Stderr, "labctl: enter host: %v\n", err)
 	return exitEnterFailed
+}
+
+// v2CgroupOf returns the unified-hierarchy directory pid is in.
+func v2CgroupOf(pid int) (string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rel, ok := strings.CutPrefix(line, "0::"); ok && strings.HasPrefix(rel, "/") {
+			return filepath.Join(unifiedRoot, rel), nil
+		}
+	}
+	return "", fmt.Errorf("pid %d has no cgroup v2 path", pid)
 }
