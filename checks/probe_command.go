@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/labctl/labctl/labs"
@@ -133,13 +132,7 @@ func (commandProber) Probe(ctx context.Context, t Target, host string, params an
 // alone would leave the command running inside the lab after the probe
 // gave up on it.
 func runBounded(cmd *exec.Cmd) error {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Setpgid = true
-	cmd.Cancel = func() error {
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
+	killGroupOnCancel(cmd)
 	// A child that escaped the group may still hold the output pipes;
 	// do not wait for it past the deadline.
 	cmd.WaitDelay = time.Second

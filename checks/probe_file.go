@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/labctl/labctl/labs"
 )
@@ -88,11 +87,11 @@ func (fileProber) Probe(ctx context.Context, t Target, host string, params any) 
 	if err != nil {
 		return errorResult(fmt.Errorf("stat %s: %w", p.Path, err))
 	}
-	st, _ := fi.Sys().(*syscall.Stat_t)
 	mode := fileMode(fi)
 	res.Seen = fmt.Sprintf("%s %s size %d", p.Path, mode, fi.Size())
-	if st != nil {
-		res.Seen += fmt.Sprintf(" owner %d:%d", st.Uid, st.Gid)
+	fuid, fgid, owned := fileOwner(fi)
+	if owned {
+		res.Seen += fmt.Sprintf(" owner %d:%d", fuid, fgid)
 	}
 	if !wantExists {
 		res.Message = p.Path + " still exists"
@@ -107,7 +106,7 @@ func (fileProber) Probe(ctx context.Context, t Target, host string, params any) 
 		if err != nil {
 			return errorResult(fmt.Errorf("owner: %w", err))
 		}
-		if st == nil || int(st.Uid) != uid || (gid >= 0 && int(st.Gid) != gid) {
+		if !owned || int(fuid) != uid || (gid >= 0 && int(fgid) != gid) {
 			res.Message = fmt.Sprintf("%s is not owned by %s", p.Path, p.Owner)
 			return res
 		}

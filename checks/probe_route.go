@@ -168,13 +168,13 @@ func routeGet(nsPath string, dst net.IP) (routeAnswer, error) {
 	}
 	r := routes[0]
 	switch r.Type {
-	case syscall.RTN_BLACKHOLE:
+	case rtnBlackhole:
 		ans.problem = "blackhole route"
 		return ans, nil
-	case syscall.RTN_UNREACHABLE:
+	case rtnUnreachable:
 		ans.problem = "unreachable route"
 		return ans, nil
-	case syscall.RTN_PROHIBIT:
+	case rtnProhibit:
 		ans.problem = "prohibited route"
 		return ans, nil
 	}

@@ -8,8 +8,6 @@ import (
 	"os/exec"
 	"sort"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/labctl/labctl/faults"
 	"github.com/labctl/labctl/internal/reexec"
 	"github.com/labctl/labctl/labs"
@@ -93,7 +91,7 @@ func (fh faultHost) Service(ctx context.Context, spec faults.ServiceSpec) (*exec
 }
 
 func paramsFile(params any) (*os.File, error) {
-	fd, err := unix.MemfdCreate("params", unix.MFD_CLOEXEC)
+	fd, err := memfdCreate("params")
 	if err != nil {
 		return nil, fmt.Errorf("memfd: %w", err)
 	}

@@ -9,8 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 
 	"github.com/labctl/labctl/runner/sandbox"
 )
@@ -159,7 +158,7 @@ func sweepNetNS(owned func(string) bool, rep *GCReport) {
 			continue
 		}
 		p := filepath.Join("/run/netns", e.Name())
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		if err := unmountDetach(p); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
 			rep.Errors = append(rep.Errors, fmt.Sprintf("unmount %s: %v", p, err))
 			continue
 		}
@@ -216,7 +215,7 @@ func sweepMounts(root string, owned func(string) bool, rep *GCReport) {
 		if !owned(id) {
 			continue
 		}
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
+		if err := unmountDetach(p); err != nil {
 			rep.Errors = append(rep.Errors, fmt.Sprintf("unmount %s: %v", p, err))
 			continue
 		}

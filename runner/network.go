@@ -102,7 +102,7 @@ func readBlocks(root string) (map[string]int, error) {
 // not counted: lab namespaces never reach the machine's).
 func machineNets() ([]*net.IPNet, error) {
 	var out []*net.IPNet
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+	routes, err := netlink.RouteListFiltered(familyV4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("list the machine's routes: %w", err)
 	}
@@ -113,7 +113,7 @@ func machineNets() ([]*net.IPNet, error) {
 			}
 		}
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := netlink.AddrList(nil, familyV4)
 	if err != nil {
 		return nil, fmt.Errorf("list the machine's addresses: %w", err)
 	}

@@ -17,8 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/labctl/labctl/faults"
 	"github.com/labctl/labctl/labs"
 	"github.com/labctl/labctl/runner/sandbox"
@@ -402,7 +400,7 @@ func unmountUnder(dir string) []string {
 	points := mountsUnder(dir)
 	sort.Sort(sort.Reverse(sort.StringSlice(points)))
 	for _, p := range points {
-		_ = unix.Unmount(p, unix.MNT_DETACH)
+		_ = unmountDetach(p)
 	}
 	return points
 }

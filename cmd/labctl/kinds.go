@@ -2,13 +2,8 @@ package main
 
 // Fault and check kinds register themselves from init; linking a package
 // in is what makes its kinds available to lab files. One line per package.
+// The fault packages are Linux-only (kinds_linux.go): off Linux labctl is a
+// VM-mode client (labctl vm ..., --vm) and breaks nothing locally.
 import (
 	_ "github.com/labctl/labctl/checks"
-	_ "github.com/labctl/labctl/faults/dstate"
-	_ "github.com/labctl/labctl/faults/fd"
-	_ "github.com/labctl/labctl/faults/fs"
-	_ "github.com/labctl/labctl/faults/memory"
-	_ "github.com/labctl/labctl/faults/net"
-	_ "github.com/labctl/labctl/faults/process"
-	_ "github.com/labctl/labctl/faults/systemd"
 )

@@ -183,7 +183,7 @@ func takeNetwork(s *Snapshot) error {
 		s.Links = append(s.Links, Link{Name: a.Name, Type: l.Type(), MTU: a.MTU, Flags: a.Flags.String(), Master: a.MasterIndex})
 	}
 	sort.Slice(s.Links, func(i, j int) bool { return s.Links[i].Name < s.Links[j].Name })
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := netlink.AddrList(nil, familyAll)
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
@@ -191,7 +191,7 @@ func takeNetwork(s *Snapshot) error {
 		s.Addrs = append(s.Addrs, names[a.LinkIndex]+" "+a.IPNet.String())
 	}
 	sort.Strings(s.Addrs)
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+	routes, err := netlink.RouteListFiltered(familyAll, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}

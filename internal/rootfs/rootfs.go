@@ -19,8 +19,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // CacheDir holds the root filesystems and the build lock.
@@ -65,7 +63,7 @@ func Ensure(ctx context.Context, progress io.Writer) (string, error) {
 		return "", fmt.Errorf("rootfs lock: %w", err)
 	}
 	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+	if err := lockExclusive(lock); err != nil {
 		return "", fmt.Errorf("rootfs lock: %w", err)
 	}
 	// Someone else may have built it while we waited for the lock.
