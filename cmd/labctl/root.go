@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -22,10 +21,11 @@ type app struct {
 	stdout, stderr io.Writer
 	labDirs        []string
 	color          bool
+	args           []string // as given, for --vm to pass on to the VM
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, args: args}
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(stdin)
@@ -95,6 +95,7 @@ whether your diagnosis and your fix are right.
 	)
 	a.addLifecycleCmds(root)
 	a.addSessionCmds(root)
+	a.addVMCmds(root)
 	return root
 }
 
@@ -120,8 +121,7 @@ func isTerminal(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return fdIsTerminal(f.Fd())
 }
 
 // exactArgs and rangeArgs turn cobra's argument checks into usage errors.
