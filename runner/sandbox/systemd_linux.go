@@ -151,13 +151,13 @@ func startSystemd(ctx context.Context, spec Spec, rec Recorder) (h *Host, err er
 		// debootstrap) unless its command line names one.
 		"--boot", "systemd.firstboot=off", "systemd.hostname=" + hostname,
 	}
-	nspawnPID, err := launchNspawn(spec, nspawn, uniqueDirs(dirs), argv)
+	nspawnPID, exited, err := launchNspawn(spec, nspawn, uniqueDirs(dirs), argv)
 	if err != nil {
 		return nil, fmt.Errorf("host %s: %w", spec.Name, err)
 	}
 	boot, cancel := context.WithTimeout(ctx, systemdReadyTimeout)
 	defer cancel()
-	leader, err := waitLeader(boot, nspawnPID)
+	leader, err := waitLeader(boot, nspawnPID, exited)
 	if err != nil {
 		return nil, fmt.Errorf("host %s: %w (see %s)", spec.Name, err, filepath.Join(spec.StateDir, "nspawn.log"))
 	}
@@ -242,15 +242,17 @@ func newNamedNetns(name string) error {
 }
 
 // launchNspawn starts the launcher helper, which joins dirs and execs
-// systemd-nspawn, and returns nspawn's PID.
-func launchNspawn(spec Spec, nspawn string, dirs []string, argv []string) (int, error) {
+// systemd-nspawn, and returns nspawn's PID and a channel that says how it
+// ended if it ends while labctl waits (its exit status or signal is all
+// there is to go on when it dies before writing to its log).
+func launchNspawn(spec Spec, nspawn string, dirs []string, argv []string) (int, <-chan string, error) {
 	cmd, sendParams, err := reexec.Command(helperNspawn, "labctl-nspawn", nil, nspawnParams{Dirs: dirs, Argv: argv})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	logFile, err := os.OpenFile(filepath.Join(spec.StateDir, "nspawn.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return 0, fmt.Errorf("nspawn log: %w", err)
+		return 0, nil, fmt.Errorf("nspawn log: %w", err)
 	}
 	defer logFile.Close()
 	cmd.Stdin = nil
@@ -261,13 +263,17 @@ func launchNspawn(spec Spec, nspawn string, dirs []string, argv []string) (int, 
 	// Pdeathsig: the host outlives `labctl up`.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("start systemd-nspawn: %w", err)
+		return 0, nil, fmt.Errorf("start systemd-nspawn: %w", err)
 	}
-	go cmd.Wait() //nolint:errcheck // reaped here while labctl runs; its death shows in waitLeader
+	exited := make(chan string, 1)
+	go func() { // reaped here while labctl runs
+		_ = cmd.Wait()
+		exited <- cmd.ProcessState.String()
+	}()
 	if err := sendParams(); err != nil {
-		return cmd.Process.Pid, fmt.Errorf("send nspawn parameters: %w", err)
+		return cmd.Process.Pid, exited, fmt.Errorf("send nspawn parameters: %w", err)
 	}
-	return cmd.Process.Pid, nil
+	return cmd.Process.Pid, exited, nil
 }
 
 // runNspawnLauncher is the helper: join the host's cgroups, then become
@@ -295,10 +301,12 @@ func runNspawnLauncher() int {
 
 // waitLeader polls until nspawn has a child that is PID 1 of its own pid
 // namespace: the container's systemd.
-func waitLeader(ctx context.Context, nspawnPID int) (int, error) {
+func waitLeader(ctx context.Context, nspawnPID int, exited <-chan string) (int, error) {
 	for {
-		if st, err := processState(nspawnPID); err != nil || st == 'Z' {
-			return 0, errors.New("systemd-nspawn exited before the container started")
+		select {
+		case how := <-exited:
+			return 0, fmt.Errorf("systemd-nspawn exited before the container started (%s)", how)
+		default:
 		}
 		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", nspawnPID, nspawnPID))
 		for _, f := range strings.Fields(string(data)) {
