@@ -116,6 +116,11 @@ func sweep(ctx context.Context, rep *GCReport) error {
 		return err
 	}
 	sweepNetNS(owned, rep)
+	// /run/netns itself: what labctl made of it goes once it is empty,
+	// even when the ledgers that recorded it are lost.
+	if err := sandbox.ReleaseNetnsDir(); err != nil {
+		rep.Errors = append(rep.Errors, err.Error())
+	}
 	sweepCgroups(ctx, owned, rep)
 	sweepMounts(root, owned, rep)
 	return nil

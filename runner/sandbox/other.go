@@ -69,3 +69,6 @@ func StartService(ctx context.Context, h *Host, spec CommandSpec) (int, error) {
 
 // RemoveCgroupTree fails off Linux.
 func RemoveCgroupTree(ctx context.Context, top string) error { return errUnsupported() }
+
+// ReleaseNetnsDir has nothing to do off Linux.
+func ReleaseNetnsDir() error { return nil }

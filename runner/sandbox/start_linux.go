@@ -127,9 +127,15 @@ func Start(ctx context.Context, spec Spec, rec Recorder) (h *Host, err error) {
 	}
 	// /run/netns exists before the init is cloned, so that the init can
 	// hide it (a later mkdir would show up inside the host).
-	if err := ensureNetnsDir(record); err != nil {
+	netnsDone, err := ensureNetnsDir(record)
+	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if netnsDone != nil {
+			netnsDone()
+		}
+	}()
 	if err := record(KindProcess, hostID, processRecord{Cgroups: dirs}); err != nil {
 		return nil, err
 	}
@@ -159,6 +165,8 @@ func Start(ctx context.Context, spec Spec, rec Recorder) (h *Host, err error) {
 	if err := bindNetns(pid, nsPath); err != nil {
 		return nil, fmt.Errorf("host %s: %w", spec.Name, err)
 	}
+	netnsDone()
+	netnsDone = nil
 	h = &Host{
 		Name:          spec.Name,
 		InitPID:       pid,
@@ -275,56 +283,6 @@ func startInit(ctx context.Context, spec Spec, layout Layout, dirs map[string]st
 			return pid, fmt.Errorf("init status %q: %v", r.line, r.err)
 		}
 	}
-}
-
-// ensureNetnsDir makes /run/netns a shared mount of its own, as
-// `ip netns add` does, so named namespaces are seen by mount namespaces
-// made later. Both steps are recorded when they change the machine.
-func ensureNetnsDir(record func(kind, name string, data any) error) error {
-	if _, err := os.Stat(netnsDir); errors.Is(err, os.ErrNotExist) {
-		if err := record(KindDir, netnsDir, dirRecord{Path: netnsDir}); err != nil {
-			return err
-		}
-		if err := os.Mkdir(netnsDir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("create %s: %w", netnsDir, err)
-		}
-	}
-	unlock, err := lockNetnsDir()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	mounted, err := isMountpoint(netnsDir)
-	if err != nil {
-		return err
-	}
-	if mounted {
-		return nil
-	}
-	if err := record(KindMount, netnsDir, mountRecord{Target: netnsDir}); err != nil {
-		return err
-	}
-	if err := unix.Mount(netnsDir, netnsDir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind %s: %w", netnsDir, err)
-	}
-	if err := unix.Mount("", netnsDir, "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("make %s shared: %w", netnsDir, err)
-	}
-	return nil
-}
-
-// lockNetnsDir serialises the "is /run/netns a mount / is it empty"
-// decisions between labctl processes with a flock on the directory itself.
-func lockNetnsDir() (func(), error) {
-	fd, err := unix.Open(netnsDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", netnsDir, err)
-	}
-	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("lock %s: %w", netnsDir, err)
-	}
-	return func() { unix.Close(fd) }, nil
 }
 
 // bindNetns names the init's network namespace: an empty file in
@@ -470,11 +428,7 @@ func Release(ctx context.Context, kind, name string, data json.RawMessage) error
 		if err := json.Unmarshal(data, &r); err != nil {
 			return fmt.Errorf("release dir %s: %w", name, err)
 		}
-		// Another instance (or `ip netns add`) may use it now.
-		if err := unix.Rmdir(r.Path); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("remove %s: %w", r.Path, err)
-		}
-		return nil
+		return releaseNetnsDir(r.Path)
 	}
 	return fmt.Errorf("release %s: unknown resource kind %q", name, kind)
 }
@@ -490,37 +444,6 @@ func releaseNetns(path string) error {
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", path, err)
-	}
-	return nil
-}
-
-// releaseNetnsMount undoes ensureNetnsDir's bind mount once no named
-// namespace is left in it: others' namespaces are mounts below it.
-func releaseNetnsMount(target string) error {
-	if target != netnsDir {
-		return fmt.Errorf("release mount: labctl only mounts %s, not %q", netnsDir, target)
-	}
-	if _, err := os.Stat(target); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	unlock, err := lockNetnsDir()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	entries, err := os.ReadDir(target)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", target, err)
-	}
-	if len(entries) > 0 {
-		return nil
-	}
-	mounted, err := isMountpoint(target)
-	if err != nil || !mounted {
-		return err
-	}
-	if err := unix.Unmount(target, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("unmount %s: %w", target, err)
 	}
 	return nil
 }

@@ -124,9 +124,15 @@ func startSystemd(ctx context.Context, spec Spec, rec Recorder) (h *Host, err er
 		}
 	}()
 
-	if err := ensureNetnsDir(record); err != nil {
+	netnsDone, err := ensureNetnsDir(record)
+	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if netnsDone != nil {
+			netnsDone()
+		}
+	}()
 	if err := record(KindSystemd, spec.Instance+"/"+spec.Name, r); err != nil {
 		return nil, err
 	}
@@ -136,6 +142,8 @@ func startSystemd(ctx context.Context, spec Spec, rec Recorder) (h *Host, err er
 	if err := newNamedNetns(spec.NetNSName); err != nil {
 		return nil, fmt.Errorf("host %s: %w", spec.Name, err)
 	}
+	netnsDone()
+	netnsDone = nil
 	hostname := spec.Hostname
 	if hostname == "" {
 		hostname = spec.Name
