@@ -2,9 +2,13 @@ package vm
 
 import "strings"
 
-// Quote returns s as one word for a POSIX shell: single-quoted, with each
-// ' written as '\” (close, escaped quote, reopen). Nothing inside single
-// quotes is special, so no value of s can run anything.
+// Quote returns s as one word for a POSIX shell: single-quoted, each
+// single quote in it written as close quote, escaped quote, reopen quote:
+//
+//	it's  ->  'it'\''s'
+//
+// Nothing inside single quotes is special, so no value of s can run
+// anything.
 func Quote(s string) string {
 	if s != "" && strings.Trim(s, safeChars) == "" {
 		return s
