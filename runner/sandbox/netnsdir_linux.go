@@ -60,21 +60,27 @@ func prepareNetnsDir(record func(kind, name string, data any) error) error {
 	if err := record(KindDir, netnsDir, dirRecord{Path: netnsDir}); err != nil {
 		return err
 	}
+	created := false
 	if err := os.Mkdir(netnsDir, 0o755); err == nil {
-		if err := markNetnsDir("dir", true); err != nil {
-			return err
-		}
+		created = true
 	} else if !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create %s: %w", netnsDir, err)
 	}
 	if err := record(KindMount, netnsDir, mountRecord{Target: netnsDir}); err != nil {
 		return err
 	}
+	// The mark is read, changed and written: only under this lock, or a
+	// concurrent host's "mount" could be lost and the mount left behind.
 	unlock, err := lockNetnsDir()
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	if created {
+		if err := markNetnsDir("dir", true); err != nil {
+			return err
+		}
+	}
 	mounted, err := isMountpoint(netnsDir)
 	if err != nil || mounted {
 		return err
