@@ -18,19 +18,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/labctl/labctl/faults"
+	"github.com/labctl/labctl/faults/internal/hostproc"
 )
 
-// readyTimeout bounds how long Apply waits for a symptom to be observable.
-const readyTimeout = 15 * time.Second
-
-// pollInterval is how often readiness conditions are re-read.
-const pollInterval = 20 * time.Millisecond
+// The host helpers the fault packages share, under this package's names.
+var (
+	poll     = hostproc.Poll
+	innerPID = hostproc.NSPID
+)
 
 // withHandle runs fn with a netlink handle bound to the host's network
 // namespace, so no thread ever switches namespaces.
@@ -89,30 +89,6 @@ func writeHostFile(ctx context.Context, h faults.Host, path string, content []by
 	return nil
 }
 
-// poll calls cond until it reports done, fails, or the deadline passes.
-func poll(ctx context.Context, what string, cond func() (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	var last error
-	for {
-		done, err := cond()
-		if done {
-			return nil
-		}
-		if err != nil {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			if last != nil {
-				return fmt.Errorf("%s: not observable within %s: %w", what, readyTimeout, last)
-			}
-			return fmt.Errorf("%s: not observable within %s", what, readyTimeout)
-		case <-time.After(pollInterval):
-		}
-	}
-}
-
 // pidNS returns the pid namespace identity of a machine-side PID.
 func pidNS(pid int) (string, error) {
 	return os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns", "pid"))
@@ -154,23 +130,4 @@ func isZombie(pid int) bool {
 	s := string(st)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || len(s) < i+3 || s[i+2] == 'Z'
-}
-
-// innerPID is the PID a process has inside its own (the host's) pid
-// namespace: what ps and ss show to a learner in the host.
-func innerPID(pid int) (int, error) {
-	st, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(st), "\n") {
-		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 0 {
-				break
-			}
-			return strconv.Atoi(f[len(f)-1])
-		}
-	}
-	return 0, fmt.Errorf("pid %d: no NSpid line", pid)
 }
