@@ -361,12 +361,7 @@ func Stop(ctx context.Context, h *Host) error {
 	if h.NetNS != "" {
 		errs = append(errs, releaseNetns(h.NetNS))
 	}
-	dirs := uniqueDirs(h.Cgroups)
-	if err := killCgroups(ctx, dirs); err != nil {
-		errs = append(errs, err)
-	} else {
-		errs = append(errs, removeCgroups(ctx, dirs))
-	}
+	errs = append(errs, removeCgroups(ctx, uniqueDirs(h.Cgroups)))
 	// A task leaves its cgroup a moment before it finishes exiting: the
 	// host is gone once its init no longer runs.
 	errs = append(errs, waitInitGone(ctx, h))
@@ -404,11 +399,7 @@ func Release(ctx context.Context, kind, name string, data json.RawMessage) error
 		if err := json.Unmarshal(data, &r); err != nil {
 			return fmt.Errorf("release cgroup %s: %w", name, err)
 		}
-		dirs := uniqueDirs(r.Dirs)
-		if err := killCgroups(ctx, dirs); err != nil {
-			return err
-		}
-		return removeCgroups(ctx, dirs)
+		return removeCgroups(ctx, uniqueDirs(r.Dirs))
 	case KindNetNS:
 		var r netnsRecord
 		if err := json.Unmarshal(data, &r); err != nil {
