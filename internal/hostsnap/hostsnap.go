@@ -167,6 +167,15 @@ func takeNetNS(s *Snapshot) error {
 	for _, e := range ents {
 		s.NetNS = append(s.NetNS, "named:"+e.Name())
 	}
+	// The directory itself (and labctl's staging names for it) is residue
+	// too when a lab made it and left it behind.
+	if err == nil {
+		s.NetNS = append(s.NetNS, "dir:/run/netns")
+	}
+	staging, _ := filepath.Glob("/run/netns.labctl-*")
+	for _, p := range staging {
+		s.NetNS = append(s.NetNS, "dir:"+p)
+	}
 	sort.Strings(s.NetNS)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -57,17 +58,14 @@ func lockNetnsParent(how int) (func(), error) {
 }
 
 func prepareNetnsDir(record func(kind, name string, data any) error) error {
-	if err := record(KindDir, netnsDir, dirRecord{Path: netnsDir}); err != nil {
+	staging := fmt.Sprintf("%s.labctl-%d-%d", netnsDir, os.Getpid(), stagingSeq.Add(1))
+	if err := record(KindDir, netnsDir, dirRecord{Path: netnsDir, Staging: staging}); err != nil {
 		return err
 	}
-	created := false
-	if err := os.Mkdir(netnsDir, 0o755); err == nil {
-		created = true
-	} else if !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("create %s: %w", netnsDir, err)
-	}
-	if err := record(KindMount, netnsDir, mountRecord{Target: netnsDir}); err != nil {
-		return err
+	if _, err := os.Stat(netnsDir); errors.Is(err, os.ErrNotExist) {
+		if err := createNetnsDir(staging); err != nil {
+			return err
+		}
 	}
 	// The mark is read, changed and written: only under this lock, or a
 	// concurrent host's "mount" could be lost and the mount left behind.
@@ -76,10 +74,8 @@ func prepareNetnsDir(record func(kind, name string, data any) error) error {
 		return err
 	}
 	defer unlock()
-	if created {
-		if err := markNetnsDir("dir", true); err != nil {
-			return err
-		}
+	if err := record(KindMount, netnsDir, mountRecord{Target: netnsDir}); err != nil {
+		return err
 	}
 	mounted, err := isMountpoint(netnsDir)
 	if err != nil || mounted {
@@ -95,6 +91,34 @@ func prepareNetnsDir(record func(kind, name string, data any) error) error {
 	}
 	if err := unix.Mount("", netnsDir, "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("make %s shared: %w", netnsDir, err)
+	}
+	return nil
+}
+
+// stagingSeq makes staging names unique among the hosts one labctl
+// process starts at once.
+var stagingSeq atomic.Int64
+
+// createNetnsDir makes /run/netns under another name, marks it as
+// labctl's and renames it into place, so /run/netns never exists unmarked
+// whenever labctl dies; the staging name is in the ledger, for release to
+// remove after a crash. Losing the race to another lab is fine.
+func createNetnsDir(staging string) error {
+	if err := os.Mkdir(staging, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", staging, err)
+	}
+	err := unix.Setxattr(staging, netnsMadeAttr, []byte("dir"), 0)
+	if err == nil || errors.Is(err, unix.ENOTSUP) {
+		err = unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, netnsDir, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EEXIST) {
+			err = nil // another lab made it first
+		}
+	}
+	if rerr := os.Remove(staging); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", netnsDir, err)
 	}
 	return nil
 }
@@ -200,9 +224,18 @@ func releaseNetnsMount(target string) error {
 
 // releaseNetnsDir removes /run/netns when labctl made it and nothing uses
 // it any more (another instance, `ip netns add`, a mount on it).
-func releaseNetnsDir(path string) error {
+func releaseNetnsDir(path, staging string) error {
 	if path != netnsDir {
 		return fmt.Errorf("release dir: labctl only makes %s, not %q", netnsDir, path)
+	}
+	if staging != "" {
+		if !strings.HasPrefix(staging, netnsDir+".labctl-") || strings.Contains(staging[len(netnsDir):], "/") {
+			return fmt.Errorf("release dir: %q is not a labctl staging name", staging)
+		}
+		// Left by a crash between its mkdir and its rename.
+		if err := os.Remove(staging); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", staging, err)
+		}
 	}
 	done, err := lockNetnsParent(unix.LOCK_EX)
 	if err != nil {
@@ -226,5 +259,5 @@ func ReleaseNetnsDir() error {
 	if err := releaseNetnsMount(netnsDir); err != nil {
 		return err
 	}
-	return releaseNetnsDir(netnsDir)
+	return releaseNetnsDir(netnsDir, "")
 }

@@ -42,7 +42,8 @@ type (
 		Target string `json:"target"`
 	}
 	dirRecord struct {
-		Path string `json:"path"`
+		Path    string `json:"path"`
+		Staging string `json:"staging,omitempty"` // its name before the rename into place
 	}
 )
 
@@ -419,7 +420,7 @@ func Release(ctx context.Context, kind, name string, data json.RawMessage) error
 		if err := json.Unmarshal(data, &r); err != nil {
 			return fmt.Errorf("release dir %s: %w", name, err)
 		}
-		return releaseNetnsDir(r.Path)
+		return releaseNetnsDir(r.Path, r.Staging)
 	}
 	return fmt.Errorf("release %s: unknown resource kind %q", name, kind)
 }
