@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/labctl/labctl/labs"
 )
 
@@ -97,19 +99,37 @@ func (fileProber) Probe(ctx context.Context, t Target, host string, params any) 
 		res.Message = p.Path + " still exists"
 		return res
 	}
-	if p.Mode != nil && mode != *p.Mode {
-		res.Message = fmt.Sprintf("%s has mode %s", p.Path, mode)
-		return res
+	// Mode and owner are compared together, so a learner who fixed one of
+	// them sees what is still off in a diff.
+	var want, got fileAttrs
+	var msgs []string
+	if p.Mode != nil {
+		want.Mode, got.Mode = p.Mode.String(), mode.String()
+		if mode != *p.Mode {
+			msgs = append(msgs, fmt.Sprintf("%s has mode %s", p.Path, mode))
+		}
 	}
 	if p.Owner != "" {
 		uid, gid, err := resolveOwner(t, host, p.Owner)
 		if err != nil {
 			return errorResult(fmt.Errorf("owner: %w", err))
 		}
-		if !owned || int(fuid) != uid || (gid >= 0 && int(fgid) != gid) {
-			res.Message = fmt.Sprintf("%s is not owned by %s", p.Path, p.Owner)
-			return res
+		want.Owner, got.Owner = ownerString(uid, gid), "unknown"
+		if owned {
+			seenGID := int(fgid)
+			if gid < 0 {
+				seenGID = -1
+			}
+			got.Owner = ownerString(int(fuid), seenGID)
 		}
+		if !owned || int(fuid) != uid || (gid >= 0 && int(fgid) != gid) {
+			msgs = append(msgs, fmt.Sprintf("%s is not owned by %s", p.Path, p.Owner))
+		}
+	}
+	if len(msgs) > 0 {
+		res.Message = strings.Join(msgs, "; ")
+		res.Diff = cmp.Diff(want, got)
+		return res
 	}
 	if p.SizeMax != nil && fi.Size() > int64(*p.SizeMax) {
 		res.Message = fmt.Sprintf("%s is %s, larger than allowed", p.Path, labs.Size(fi.Size()))
@@ -137,6 +157,21 @@ func (fileProber) Probe(ctx context.Context, t Target, host string, params any) 
 	}
 	res.Pass, res.Message = true, p.Path+" is as expected"
 	return res
+}
+
+// fileAttrs are the attributes a file probe compares, for its diff.
+type fileAttrs struct {
+	Mode  string `json:",omitempty"`
+	Owner string `json:",omitempty"`
+}
+
+// ownerString writes an owner as uid:gid, or uid alone when no group is
+// expected.
+func ownerString(uid, gid int) string {
+	if gid < 0 {
+		return strconv.Itoa(uid)
+	}
+	return fmt.Sprintf("%d:%d", uid, gid)
 }
 
 // maxSymlinks is the kernel's limit on symlinks followed in one lookup.

@@ -331,6 +331,29 @@ func TestProbeFile(t *testing.T) {
 		t.Log("not root: ownership cases need chown and are skipped")
 	}
 	runProbeCases(t, "file", tt, "app", cases)
+
+	// A failing mode (and owner, as root) comes with a diff of what is
+	// off; a passing probe has none.
+	prober, _ := Lookup("file")
+	p := newParams[*FileParams](t, "file")
+	p.Path, p.Mode = "/srv/app.conf", ptr(labs.Mode(0o600))
+	// go-cmp varies its whitespace on purpose; compare words.
+	words := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+	wantDiff := []string{`- Mode: "0600"`, `+ Mode: "0640"`}
+	if os.Geteuid() == 0 {
+		p.Owner = "alice:root"
+		wantDiff = append(wantDiff, `- Owner: "1234:0"`, `+ Owner: "1234:2345"`)
+	}
+	res := prober.Probe(context.Background(), tt, "app", p)
+	for _, line := range wantDiff {
+		if res.Pass || !strings.Contains(words(res.Diff), line) {
+			t.Errorf("failing file probe: Diff = %q, want it to contain %q", res.Diff, line)
+		}
+	}
+	p.Mode, p.Owner = ptr(labs.Mode(0o640)), ""
+	if res := prober.Probe(context.Background(), tt, "app", p); !res.Pass || res.Diff != "" {
+		t.Errorf("passing file probe: %+v, want a pass without a diff", res)
+	}
 }
 
 // makeTestCgroup creates a v1 cgroup for one test under labctl's own
