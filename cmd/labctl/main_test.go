@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -47,8 +50,14 @@ func TestScripts(t *testing.T) {
 				return err
 			}
 			env.Setenv("REPO", root)
+			env.Setenv("LABS", filepath.Join(root, "labs"))
 			// Lab state of script tests stays apart from a developer's labs.
 			env.Setenv("LABCTL_BIN", "labctl")
+			// Markers drawn per run, so that no file on the machine (this
+			// repository included) holds them except the instance's state.
+			env.Setenv("SECRET_SEED", strconv.FormatInt(1_000_000_000+rand.Int64N(8_000_000_000), 10))
+			env.Setenv("SECRET_WORD", fmt.Sprintf("sekret-%016x", rand.Uint64()))
+			env.Setenv("SECRET_ANSWER", fmt.Sprintf("guess-%016x", rand.Uint64()))
 			return nil
 		},
 	})
