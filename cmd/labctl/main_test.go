@@ -186,3 +186,19 @@ func TestListJSON(t *testing.T) {
 		t.Errorf("list --json names (-files +listed):\n%s", diff)
 	}
 }
+
+// TestAuthorExampleInDocs: the lab author's example in docs/testing-labs.md
+// is the script TestScripts runs, so the documented example cannot rot.
+func TestAuthorExampleInDocs(t *testing.T) {
+	script, err := os.ReadFile("testdata/script/author-example.txtar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/testing-labs.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(doc, append(append([]byte("```\n"), script...), "```\n"...)) {
+		t.Errorf("docs/testing-labs.md does not quote testdata/script/author-example.txtar verbatim in a code block; copy it over")
+	}
+}
