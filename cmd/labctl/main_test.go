@@ -69,6 +69,7 @@ var scriptMu sync.Mutex
 // that what a script did left nothing on the machine.
 func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
 	cmds := labtest.Cmds()
+	cmds["nobodybin"] = nobodyBin
 	cmds["snapshot"] = func(ts *testscript.TestScript, neg bool, args []string) {
 		if neg || len(args) != 1 {
 			ts.Fatalf("usage: snapshot NAME")
