@@ -14,6 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -148,56 +151,111 @@ func enableControllers(d string) error {
 	return nil
 }
 
+// limitsV1 writes the limits through containerd/cgroups' v1 controllers,
+// restricted to the hierarchies limits live in: a Load over the default
+// hierarchy would require the host's dir in every mounted v1 hierarchy.
 func limitsV1(dirs map[string]string, spec Spec) error {
-	mem := dirs["memory"]
-	if err := writeFile(filepath.Join(mem, "memory.limit_in_bytes"), strconv.FormatInt(spec.Memory, 10)); err != nil {
-		return fmt.Errorf("set memory limit: %w", err)
+	group, subsystems, err := v1LimitSubsystems(dirs, spec.CPU > 0)
+	if err != nil {
+		return err
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath(group), cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) {
+		return subsystems, nil
+	}))
+	if err != nil {
+		return fmt.Errorf("load cgroup %s: %w", group, err)
+	}
+	res := &specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: &spec.Memory},
+		Pids:   &specs.LinuxPids{Limit: &spec.Pids},
 	}
 	// memory+swap exists only with swap accounting; without it the memory
 	// limit alone is what the learner sees and what the OOM killer enforces.
-	memsw := filepath.Join(mem, "memory.memsw.limit_in_bytes")
-	if _, err := os.Stat(memsw); err == nil {
-		if err := writeFile(memsw, strconv.FormatInt(spec.Memory, 10)); err != nil {
-			return fmt.Errorf("set memory+swap limit: %w", err)
-		}
-	}
-	if err := writeFile(filepath.Join(dirs["pids"], "pids.max"), strconv.FormatInt(spec.Pids, 10)); err != nil {
-		return fmt.Errorf("set pids limit: %w", err)
+	if _, err := os.Stat(filepath.Join(dirs["memory"], "memory.memsw.limit_in_bytes")); err == nil {
+		res.Memory.Swap = &spec.Memory
 	}
 	if spec.CPU > 0 {
-		cpu := dirs["cpu"]
-		if cpu == "" {
-			return &SupportError{Msg: "the lab limits CPU but the cpu cgroup controller is not mounted", Hint: "mount the v1 cpu controller under /sys/fs/cgroup/cpu"}
-		}
-		if err := writeFile(filepath.Join(cpu, "cpu.cfs_period_us"), strconv.Itoa(cpuPeriod)); err != nil {
-			return fmt.Errorf("set cpu period: %w", err)
-		}
-		if err := writeFile(filepath.Join(cpu, "cpu.cfs_quota_us"), strconv.FormatInt(cpuQuota(spec.CPU), 10)); err != nil {
-			return fmt.Errorf("set cpu quota: %w", err)
-		}
+		quota, period := cpuQuota(spec.CPU), uint64(cpuPeriod)
+		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	if err := cg.Update(res); err != nil {
+		return fmt.Errorf("set limits of cgroup %s: %w", group, err)
 	}
 	return nil
 }
 
+// v1LimitSubsystems returns the host's cgroup path relative to the
+// hierarchy roots and the controllers that carry its limits.
+func v1LimitSubsystems(dirs map[string]string, cpu bool) (string, []cgroup1.Subsystem, error) {
+	controllers := []cgroup1.Name{cgroup1.Memory, cgroup1.Pids}
+	if cpu {
+		controllers = append(controllers, cgroup1.Cpu)
+	}
+	var group string
+	var subsystems []cgroup1.Subsystem
+	for _, name := range controllers {
+		dir := dirs[string(name)]
+		i := strings.Index(dir, "/"+cgroupParent+"/")
+		if i < 0 && name == cgroup1.Cpu {
+			return "", nil, &SupportError{Msg: "the lab limits CPU but the cpu cgroup controller is not mounted", Hint: "mount the v1 cpu controller under /sys/fs/cgroup/cpu"}
+		}
+		if i < 0 {
+			return "", nil, &SupportError{Msg: fmt.Sprintf("the %s cgroup controller is not mounted", name), Hint: "see labctl's CheckSupport"}
+		}
+		mount, rel := dir[:i], dir[i:]
+		group = rel
+		// containerd/cgroups finds a controller at <parent>/<name>, the
+		// layout systemd mounts (cpu is a link to cpu,cpuacct). Make sure
+		// that names this hierarchy before writing through it.
+		parent := filepath.Dir(mount)
+		if !sameDir(mount, filepath.Join(parent, string(name))) {
+			return "", nil, &SupportError{Msg: fmt.Sprintf("the %s cgroup controller is mounted at %s, not reachable as %s", name, mount, filepath.Join(parent, string(name))),
+				Hint: "mount v1 controllers under /sys/fs/cgroup/<controller> (a link for co-mounted ones), as systemd does"}
+		}
+		switch name {
+		case cgroup1.Memory:
+			subsystems = append(subsystems, cgroup1.NewMemory(parent))
+		case cgroup1.Pids:
+			subsystems = append(subsystems, cgroup1.NewPids(parent))
+		case cgroup1.Cpu:
+			subsystems = append(subsystems, cgroup1.NewCpu(parent))
+		}
+	}
+	return group, subsystems, nil
+}
+
+func sameDir(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
+// limitsV2 writes the limits through containerd/cgroups' v2 manager.
 func limitsV2(dir string, spec Spec) error {
-	if err := writeFile(filepath.Join(dir, "memory.max"), strconv.FormatInt(spec.Memory, 10)); err != nil {
-		return fmt.Errorf("set memory limit: %w", err)
+	group := strings.TrimPrefix(dir, unifiedRoot)
+	m, err := cgroup2.Load(group, cgroup2.WithMountpoint(unifiedRoot))
+	if err != nil {
+		return fmt.Errorf("load cgroup %s: %w", group, err)
+	}
+	res := &cgroup2.Resources{
+		Memory: &cgroup2.Memory{Max: &spec.Memory},
+		Pids:   &cgroup2.Pids{Max: spec.Pids},
 	}
 	// As on v1 with memsw: the limit is on memory plus swap, so a host never
 	// escapes its limit by swapping. Absent without swap support.
 	if _, err := os.Stat(filepath.Join(dir, "memory.swap.max")); err == nil {
-		if err := writeFile(filepath.Join(dir, "memory.swap.max"), "0"); err != nil {
-			return fmt.Errorf("set swap limit: %w", err)
-		}
-	}
-	if err := writeFile(filepath.Join(dir, "pids.max"), strconv.FormatInt(spec.Pids, 10)); err != nil {
-		return fmt.Errorf("set pids limit: %w", err)
+		noSwap := int64(0)
+		res.Memory.Swap = &noSwap
 	}
 	if spec.CPU > 0 {
-		v := fmt.Sprintf("%d %d", cpuQuota(spec.CPU), cpuPeriod)
-		if err := writeFile(filepath.Join(dir, "cpu.max"), v); err != nil {
-			return fmt.Errorf("set cpu quota: %w", err)
-		}
+		quota, period := cpuQuota(spec.CPU), uint64(cpuPeriod)
+		res.CPU = &cgroup2.CPU{Max: cgroup2.NewCPUMax(&quota, &period)}
+	}
+	if err := m.Update(res); err != nil {
+		return fmt.Errorf("set limits of cgroup %s: %w", group, err)
 	}
 	return nil
 }
