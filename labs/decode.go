@@ -89,9 +89,12 @@ type loader struct {
 	// faultIndex is the index of the fault being decoded: its params may
 	// use facts of the faults before it.
 	faultIndex int
-	visits     int
-	depth      int
-	exhausted  bool
+	// validParams maps the params of each fault that decoded and
+	// validated cleanly to its nodes, for checks against its host.
+	validParams map[any]paramNodes
+	visits      int
+	depth       int
+	exhausted   bool
 }
 
 func newLoader(file string) *loader {
@@ -730,22 +733,39 @@ func (d *loader) faultParams(faultNode *yaml.Node, f *Fault, with *yaml.Node) {
 		fieldNodes = d.structPairs(with, d.pairs(with), pv.Elem(), what, nil)
 	}
 	f.With = params
-	if len(d.errs) == before {
-		d.validateParams(params, fieldNodes, with, faultNode)
+	if len(d.errs) == before && d.validateParams(params, fieldNodes, with, faultNode) {
+		if d.validParams == nil {
+			d.validParams = map[any]paramNodes{}
+		}
+		d.validParams[params] = paramNodes{fieldNodes, []*yaml.Node{with, faultNode}}
 	}
 }
 
+// paramNodes are where a fault's params came from: each field's node, and
+// the nodes to point at when no field is named.
+type paramNodes struct {
+	fields   map[string]*yaml.Node
+	fallback []*yaml.Node
+}
+
 // validateParams runs a params type's own Validate, pointing a ParamError
-// at its field.
-func (d *loader) validateParams(params any, fieldNodes map[string]*yaml.Node, nodes ...*yaml.Node) {
+// at its field. It reports whether the params are valid.
+func (d *loader) validateParams(params any, fieldNodes map[string]*yaml.Node, nodes ...*yaml.Node) bool {
 	pv, ok := params.(ParamValidator)
 	if !ok {
-		return
+		return true
 	}
 	err := pv.Validate()
 	if err == nil {
-		return
+		return true
 	}
+	d.paramError(err, fieldNodes, nodes...)
+	return false
+}
+
+// paramError reports a params error at the field a ParamError names, or
+// at the first non-nil node.
+func (d *loader) paramError(err error, fieldNodes map[string]*yaml.Node, nodes ...*yaml.Node) {
 	var pe *ParamError
 	if errors.As(err, &pe) {
 		if n := fieldNodes[pe.Field]; n != nil {

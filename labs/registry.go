@@ -46,6 +46,14 @@ type ParamValidator interface {
 	Validate() error
 }
 
+// HostParamValidator is implemented by params that must agree with the
+// host they run on (e.g. a path that must lie on a filesystem the host
+// declares). It runs once the params' own Validate has passed; return a
+// *ParamError to point at one field.
+type HostParamValidator interface {
+	ValidateHost(h *Host) error
+}
+
 // ParamError is a validation error about one field of a params struct
 // (Field is the YAML key), so the loader can give that field's position.
 type ParamError struct {

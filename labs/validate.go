@@ -315,6 +315,13 @@ func (d *loader) validateFaults(l *Lab) {
 			d.unknownHost(d.at(&f.Host), "host", f.Host, l)
 			continue
 		}
+		if hv, ok := f.With.(HostParamValidator); ok {
+			if pn, valid := d.validParams[f.With]; valid {
+				if err := hv.ValidateHost(h); err != nil {
+					d.paramError(err, pn.fields, pn.fallback...)
+				}
+			}
+		}
 		kind, ok := LookupFault(f.Kind)
 		if !ok || len(kind.Inits) == 0 {
 			continue

@@ -22,6 +22,7 @@ import (
 
 	"github.com/labctl/labctl/faults"
 	"github.com/labctl/labctl/faults/internal/hostproc"
+	"github.com/labctl/labctl/labs"
 )
 
 // The host helpers the fault packages share, under this package's names.
@@ -134,6 +135,29 @@ func requireLabLocal(h faults.Host, path string) (mountEntry, error) {
 		}
 	}
 	return m, fmt.Errorf("%s (on %s): %w", path, m.Point, errNotLabLocal)
+}
+
+// onDeclaredMount is the load-time half of requireLabLocal: from the lab
+// file alone, path is at or below a filesystem the host declares, or
+// below the host's own /tmp. Apply still checks the real mount table.
+func onDeclaredMount(h *labs.Host, path string) bool {
+	if h == nil || !validPath(path) {
+		return false
+	}
+	if path == "/tmp" || strings.HasPrefix(path, "/tmp/") {
+		return true
+	}
+	for _, m := range h.Mounts {
+		if path == m.Path || strings.HasPrefix(path, m.Path+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// notDeclaredMsg says how to fix it: mount a filesystem at mountAt.
+func notDeclaredMsg(h *labs.Host, path, mountAt string) string {
+	return fmt.Sprintf("%s is not on a lab-local filesystem of host %s (so the machine would hold it): declare one under hosts.%s.mounts, e.g. {path: %s, type: tmpfs, size: 4Mi}, or use a path below /tmp", path, h.Name, h.Name, mountAt)
 }
 
 var (

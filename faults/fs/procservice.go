@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -56,7 +57,7 @@ type procServiceKind struct{}
 func init() {
 	faults.Register(labs.FaultKind{
 		Name:      "fs.proc-service",
-		Doc:       "a service whose limits, open files, environment and network namespace only /proc tells (a /proc detective lab; nothing is broken)",
+		Doc:       "a service whose limits, open files, environment, cgroup and network namespace only /proc tells (a /proc detective lab; nothing is broken)",
 		NewParams: func() any { return &ProcServiceParams{Service: "cachesrv"} },
 		Facts: []labs.FactSpec{
 			{Name: "service", Doc: "its name"},
@@ -67,6 +68,7 @@ func init() {
 			{Name: "token", Doc: "the value of APP_TOKEN in its environment"},
 			{Name: "open_file", Doc: "the data file it holds open"},
 			{Name: "dir", Doc: "the directory of its data files"},
+			{Name: "cgroup", Doc: "the cgroup it was moved into, as /proc/PID/cgroup shows it inside the host (e.g. /system.slice/run-r1a2b3c4d.scope)"},
 			{Name: "netns", Doc: "the inode number of its own network namespace"},
 			{Name: "init_netns", Doc: "the inode number of the host's (PID 1's) network namespace"},
 		},
@@ -94,6 +96,8 @@ func (procServiceKind) Apply(ctx context.Context, env faults.Env, f *labs.Fault,
 		OpenFile: files[rng.IntN(len(files))],
 		Home:     "/home/" + p.User,
 	}
+	// Drawn after the others, so a seed gives the same values as before.
+	scope := fmt.Sprintf("/system.slice/run-r%08x.scope", rng.Uint32())
 	if err := run(ctx, h, "mkdir", "-p", dir); err != nil {
 		return nil, err
 	}
@@ -110,34 +114,152 @@ func (procServiceKind) Apply(ctx context.Context, env faults.Env, f *labs.Fault,
 		Helper: serviceHelper, Comm: p.Service, Args: []string{"--data", dir},
 		Params: serviceParams{Role: roleProc, Name: p.Service, User: p.User, Log: log, Proc: setup},
 	})
-	state, _ := json.Marshal(serviceState{PIDs: []int{pid}, Names: []string{p.Service}})
-	applied := &faults.Applied{State: state}
+	st := procState{serviceState: serviceState{PIDs: []int{pid}, Names: []string{p.Service}}}
+	applied := &faults.Applied{}
+	applied.State, _ = json.Marshal(st)
 	if err != nil {
-		return applied, err
-	}
-	// Observable: the service holds its file open, in its own netns.
-	var netns, initNetns string
-	if err := poll(ctx, p.Service+" to hold "+setup.OpenFile, func() (bool, error) {
-		netns, initNetns = nsInode(pid, "net"), nsInode(h.InitPID(), "net")
-		return netns != "" && netns != initNetns && holds(pid, setup.OpenFile), nil
-	}); err != nil {
 		return applied, err
 	}
 	ns, err := nsPID(pid)
 	if err != nil {
 		return applied, err
 	}
+	// Moved as `systemd-run --scope` would have started it. Each directory
+	// goes into the state before it is made, so Revert finds it.
+	err = joinCgroup(h, pid, scope, func(d string) {
+		st.Cgroups = append(st.Cgroups, d)
+		applied.State, _ = json.Marshal(st)
+	})
+	if err != nil {
+		return applied, err
+	}
+	// Observable: the service holds its file open, in its own netns, and
+	// the kernel shows it in its cgroup to a reader inside the host.
+	var netns, initNetns, cgroup string
+	if err := poll(ctx, p.Service+" to hold "+setup.OpenFile+" in "+scope, func() (bool, error) {
+		netns, initNetns = nsInode(pid, "net"), nsInode(h.InitPID(), "net")
+		cgroup = cgroupInHost(ctx, h, ns)
+		return netns != "" && netns != initNetns && holds(pid, setup.OpenFile) && cgroup == scope, nil
+	}); err != nil {
+		return applied, err
+	}
 	applied.Facts = map[string]string{
 		"service": p.Service, "pid": strconv.Itoa(pid), "ns_pid": strconv.Itoa(ns), "user": p.User,
 		"nofile": strconv.FormatUint(setup.NoFile, 10), "token": setup.Token, "open_file": setup.OpenFile,
-		"dir": dir, "netns": netns, "init_netns": initNetns,
+		"dir": dir, "netns": netns, "init_netns": initNetns, "cgroup": cgroup,
 	}
 	return applied, nil
 }
 
+// procState is serviceState plus the cgroups Apply made, parents first.
+type procState struct {
+	serviceState
+	Cgroups []string `json:"cgroups,omitempty"`
+}
+
+// Revert stops the service, then removes its cgroups, deepest first, once
+// the kernel has let go of the dead process. The host's release removes
+// the whole tree anyway (after a crash, that is what cleans them up), but
+// a revert undoes its own work.
 func (procServiceKind) Revert(ctx context.Context, env faults.Env, f *labs.Fault, state json.RawMessage) error {
 	stopAll(state)
+	var s procState
+	if len(state) == 0 || json.Unmarshal(state, &s) != nil {
+		return nil
+	}
+	for i := len(s.Cgroups) - 1; i >= 0; i-- {
+		d := s.Cgroups[i]
+		if !strings.Contains(d, "/labctl/") {
+			continue // never a cgroup outside labctl's tree
+		}
+		var hard error
+		if err := poll(ctx, "cgroup "+d+" to be removed", func() (bool, error) {
+			err := unix.Rmdir(d)
+			switch {
+			case err == nil || errors.Is(err, unix.ENOENT):
+				return true, nil
+			case errors.Is(err, unix.EBUSY):
+				return false, err // the killed service is not reaped yet
+			}
+			hard = err
+			return true, nil
+		}); err != nil {
+			return err
+		}
+		if hard != nil {
+			return fmt.Errorf("remove cgroup %s: %w", d, hard)
+		}
+	}
 	return nil
+}
+
+// cgroupControllers are those a host has its own cgroup for (v1); on v2
+// they all name the one unified directory.
+var cgroupControllers = []string{"memory", "pids", "cpu", "cpuacct", "freezer"}
+
+// joinCgroup moves pid into the child cgroup rel of the host's cgroup, in
+// every hierarchy the host has one in. made is called with each directory
+// before it is created.
+func joinCgroup(h faults.Host, pid int, rel string, made func(string)) error {
+	seen := map[string]bool{}
+	for _, c := range cgroupControllers {
+		base := h.CgroupDir(c)
+		if base == "" || seen[base] {
+			continue
+		}
+		seen[base] = true
+		// Each level of rel, so every directory made is recorded.
+		d := base
+		for _, part := range strings.Split(strings.Trim(rel, "/"), "/") {
+			d = filepath.Join(d, part)
+			if _, err := os.Stat(d); err == nil {
+				continue
+			}
+			made(d)
+			if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("create cgroup %s: %w", d, err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+			return fmt.Errorf("move %d into %s: %w", pid, d, err)
+		}
+	}
+	if len(seen) == 0 {
+		return errors.New("the host has no cgroup to nest the service's in")
+	}
+	return nil
+}
+
+// cgroupInHost is the service's cgroup as a reader inside the host sees
+// it in /proc/PID/cgroup (relative to the host's cgroup namespace): the
+// memory hierarchy's line on v1, the unified one on v2.
+func cgroupInHost(ctx context.Context, h faults.Host, nsPID int) string {
+	out, err := h.Command(ctx, "cat", fmt.Sprintf("/proc/%d/cgroup", nsPID)).Output()
+	if err != nil {
+		return ""
+	}
+	return parseProcCgroup(string(out))
+}
+
+// parseProcCgroup picks the path of the memory controller's line, else
+// of the unified hierarchy's (0::PATH).
+func parseProcCgroup(s string) string {
+	unified := ""
+	for _, line := range strings.Split(s, "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(f[1], ",") {
+			if c == "memory" {
+				return f[2]
+			}
+		}
+		if f[0] == "0" && f[1] == "" {
+			unified = f[2]
+		}
+	}
+	return unified
 }
 
 // nsInode is the inode number of a process's namespace, as in

@@ -28,6 +28,15 @@ func (p *SetuidParams) Validate() error {
 	return nil
 }
 
+// ValidateHost checks what Validate cannot see: the planted file is on a
+// filesystem the host declares (or below its own /tmp).
+func (p *SetuidParams) ValidateHost(h *labs.Host) error {
+	if !onDeclaredMount(h, filepath.Dir(p.Path)) {
+		return &labs.ParamError{Field: "path", Msg: notDeclaredMsg(h, p.Path, filepath.Dir(p.Path))}
+	}
+	return nil
+}
+
 type setuidKind struct{}
 
 func init() {

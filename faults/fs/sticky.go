@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,7 +14,7 @@ import (
 
 // StickyParams are the `with:` of fs.sticky.
 type StickyParams struct {
-	Dir      string `yaml:"dir,omitempty" json:"dir,omitempty" doc:"the shared, world-writable directory (default /srv/shared)"`
+	Dir      string `yaml:"dir,omitempty" json:"dir,omitempty" doc:"the shared, world-writable directory (default /srv/shared); must be on a lab-local filesystem (a mount of the host, or /tmp), so the machine never holds it"`
 	Owner    string `yaml:"owner" json:"owner" doc:"the lab user whose report gets deleted" required:"true"`
 	Other    string `yaml:"other" json:"other" doc:"the lab user whose cleanup job deletes it" required:"true"`
 	Reporter string `yaml:"reporter,omitempty" json:"reporter,omitempty" doc:"the owner's service as ps shows it (default reporter)"`
@@ -33,6 +34,15 @@ func (p *StickyParams) Validate() error {
 		return &labs.ParamError{Field: "reporter", Msg: "want 1-15 letters, digits, '.', '_' or '-' (a process name)"}
 	case !commRe.MatchString(p.Cleaner) || p.Cleaner == p.Reporter:
 		return &labs.ParamError{Field: "cleaner", Msg: "want 1-15 letters, digits, '.', '_' or '-', not the reporter's name"}
+	}
+	return nil
+}
+
+// ValidateHost checks what Validate cannot see: the shared directory is
+// on a filesystem the host declares (or below its own /tmp).
+func (p *StickyParams) ValidateHost(h *labs.Host) error {
+	if !onDeclaredMount(h, p.Dir) {
+		return &labs.ParamError{Field: "dir", Msg: notDeclaredMsg(h, p.Dir, p.Dir)}
 	}
 	return nil
 }
@@ -69,8 +79,19 @@ func (stickyKind) Apply(ctx context.Context, env faults.Env, f *labs.Fault, para
 	}
 	report := filepath.Join(p.Dir, p.Owner+"-report.txt")
 	repLog, cleanLog := "/var/log/"+p.Reporter+".log", "/var/log/"+p.Cleaner+".log"
+	// Checked before anything is made: a world-writable directory on an
+	// overlay would sit in the machine's filesystem (the upper layer).
+	m, err := requireLabLocal(h, p.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("dir: %w", err)
+	}
+	if err := run(ctx, h, "mkdir", "-p", p.Dir); err != nil {
+		return nil, err
+	}
+	if m2, err := requireLabLocal(h, p.Dir); err != nil || m2.Point != m.Point {
+		return nil, fmt.Errorf("dir: %s moved to another filesystem while being created", p.Dir)
+	}
 	for _, s := range [][]string{
-		{"mkdir", "-p", p.Dir},
 		{"chown", "root:root", p.Dir},
 		{"chmod", "0777", p.Dir}, // world-writable, the sticky bit forgotten
 	} {
