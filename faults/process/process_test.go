@@ -87,7 +87,7 @@ func up(t *testing.T, name string) *runner.Instance {
 
 func machineOnly(s *hostsnap.Snapshot) *hostsnap.Snapshot {
 	c := *s
-	c.NetNS, c.Mounts, c.Cgroups, c.Procs = nil, nil, nil, nil
+	c.NetNS, c.Mounts, c.Cgroups, c.Procs, c.Nspawn = nil, nil, nil, nil, nil
 	return &c
 }
 

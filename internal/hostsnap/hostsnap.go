@@ -1,8 +1,9 @@
 // Package hostsnap takes a snapshot of the machine state a lab could leak
 // into: named network namespaces, the machine's own links, addresses and
-// routes, the mount table, labctl cgroups, labctl processes, loop devices
-// and the few /etc files a lab must never touch. Privileged tests take one
-// before and one after and require them to be equal (cmp.Diff).
+// routes, the mount table, labctl cgroups, labctl processes, loop devices,
+// systemd-nspawn's per-machine state under /run and the few /etc files a
+// lab must never touch. Privileged tests take one before and one after and
+// require them to be equal (cmp.Diff).
 package hostsnap
 
 import (
@@ -34,6 +35,10 @@ type Snapshot struct {
 	Procs   []Proc            // processes that belong to labctl
 	Loops   []string          // "<loopN> <backing file>"
 	Files   map[string]string // path -> sha256 of the /etc files labs must not change
+	// Nspawn lists what systemd-nspawn keeps per machine under
+	// /run/systemd/nspawn ("propagate/<machine>/", "locks/<file>"): a
+	// killed nspawn leaves it behind.
+	Nspawn []string
 	// Nftables is the machine's ruleset (nft list ruleset), "" without nft.
 	Nftables string
 }
@@ -79,6 +84,7 @@ func Take() (*Snapshot, error) {
 		{"cgroups", takeCgroups},
 		{"processes", takeProcs},
 		{"loop devices", takeLoops},
+		{"nspawn state", takeNspawn},
 		{"files", takeFiles},
 		{"nftables", takeNftables},
 	}
@@ -407,6 +413,57 @@ func takeLoops(s *Snapshot) error {
 	return nil
 }
 
+// nspawnRunDir is where systemd-nspawn keeps per-machine state on the
+// machine; a variable so tests can point it elsewhere.
+var nspawnRunDir = "/run/systemd/nspawn"
+
+// takeNspawn lists the entries under nspawnRunDir two levels deep: the
+// per-machine entries (propagate/<machine>, unix-export/<machine>) and
+// the image locks (locks/<file>), plus any file at the top. The top-level
+// directories themselves are not listed: nspawn creates them on first use
+// and shares them between all its machines, so they may exist on the
+// machine before any lab and outlive a lab's own entries; an empty one
+// holds nothing of a lab. Deeper levels are not walked: a running
+// machine's propagate directory may hold mounts of that machine.
+func takeNspawn(s *Snapshot) error {
+	entries, err := nspawnEntries(nspawnRunDir)
+	s.Nspawn = entries
+	return err
+}
+
+func nspawnEntries(root string) ([]string, error) {
+	top, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range top {
+		if !e.IsDir() {
+			out = append(out, e.Name())
+			continue
+		}
+		sub, err := os.ReadDir(filepath.Join(root, e.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range sub {
+			name := e.Name() + "/" + c.Name()
+			if c.IsDir() {
+				name += "/"
+			}
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 func takeFiles(s *Snapshot) error {
 	s.Files = map[string]string{}
 	for _, p := range watchedFiles {
@@ -435,6 +492,7 @@ func Filter(s *Snapshot, keep func(entry string) bool) *Snapshot {
 	out.Routes = filterStrings(s.Routes, keep)
 	out.Cgroups = filterStrings(s.Cgroups, keep)
 	out.Loops = filterStrings(s.Loops, keep)
+	out.Nspawn = filterStrings(s.Nspawn, keep)
 	for _, l := range s.Links {
 		if keep(l.Name + " " + l.Type) {
 			out.Links = append(out.Links, l)

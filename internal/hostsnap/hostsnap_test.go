@@ -87,3 +87,75 @@ func TestCgroupsUnderLabctlAreSeen(t *testing.T) {
 func notOtherTests(entry string) bool {
 	return !strings.Contains(entry, "labctl") && !strings.Contains(entry, ".test")
 }
+
+// nspawn's per-machine entries and image locks are seen (and named by
+// Mentioning), while its shared top-level directories, which may predate
+// any lab, are not: removing an empty one changes nothing.
+func TestNspawnEntries(t *testing.T) {
+	root := t.TempDir()
+	old := nspawnRunDir
+	nspawnRunDir = root
+	t.Cleanup(func() { nspawnRunDir = old })
+	mkdir := func(p string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(root, p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	take := func() *Snapshot {
+		t.Helper()
+		s := &Snapshot{}
+		if err := takeNspawn(s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	mkdir("propagate")
+	mkdir("locks")
+	// A machine that is not a lab's, running before and after.
+	mkdir("propagate/other-machine")
+	empty := take()
+	if want := []string{"propagate/other-machine/"}; !equal(empty.Nspawn, want) {
+		t.Fatalf("Nspawn = %q, want %q", empty.Nspawn, want)
+	}
+
+	mkdir("propagate/labctl-abc123-app/incoming")
+	if err := os.WriteFile(filepath.Join(root, "locks", "inode-65024:753966"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	running := take()
+	want := []string{"locks/inode-65024:753966", "propagate/labctl-abc123-app/", "propagate/other-machine/"}
+	if !equal(running.Nspawn, want) {
+		t.Fatalf("while a lab runs Nspawn = %q, want %q", running.Nspawn, want)
+	}
+	if got := running.Mentioning("abc123"); !equal(got, []string{"nspawn propagate/labctl-abc123-app/"}) {
+		t.Errorf("Mentioning(abc123) = %q", got)
+	}
+	if d := Diff(empty, running); !strings.Contains(d, "labctl-abc123-app") || !strings.Contains(d, "inode-65024") {
+		t.Errorf("the lab's entries are not in the diff:\n%s", d)
+	}
+
+	// The lab is gone and so are the empty shared directories (labctl
+	// removes them when it was the last user): nothing differs.
+	for _, p := range []string{"propagate/labctl-abc123-app", "locks/inode-65024:753966"} {
+		if err := os.RemoveAll(filepath.Join(root, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(filepath.Join(root, "locks")); err != nil {
+		t.Fatal(err)
+	}
+	if d := Diff(empty, take()); d != "" {
+		t.Errorf("after the lab left (-before +after):\n%s", d)
+	}
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	if s := take(); len(s.Nspawn) != 0 {
+		t.Errorf("without the directory Nspawn = %q", s.Nspawn)
+	}
+}
+
+func equal(a, b []string) bool {
+	return strings.Join(a, "\n") == strings.Join(b, "\n") && len(a) == len(b)
+}

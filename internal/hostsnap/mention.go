@@ -34,5 +34,8 @@ func (s *Snapshot) Mentioning(sub string) []string {
 	for _, l := range s.Loops {
 		add("loop", l)
 	}
+	for _, n := range s.Nspawn {
+		add("nspawn", n)
+	}
 	return out
 }
