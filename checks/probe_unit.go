@@ -3,7 +3,9 @@ package checks
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"sort"
 	"strings"
@@ -22,6 +24,7 @@ type UnitParams struct {
 	Properties map[string]string `yaml:"properties,omitempty" json:"properties,omitempty" doc:"any systemctl show property and the exact value it must have, e.g. {NRestarts: \"0\", User: worker}" template:"true"`
 	Journal    string            `yaml:"journal,omitempty" json:"journal,omitempty" doc:"RE2 expression a journal line of the unit since the lab started must match" template:"true"`
 	NoJournal  string            `yaml:"no_journal,omitempty" json:"no_journal,omitempty" doc:"RE2 expression no journal line of the unit since the lab started may match" template:"true"`
+	Verify     bool              `yaml:"verify,omitempty" json:"verify,omitempty" doc:"a static pre-check: run systemd-analyze verify on the unit and pass only if it reports no problem of this unit (it finds an ExecStart= program that does not exist, a required unit that does not exist, unknown settings; not runtime failures such as a missing User= or EnvironmentFile=)"`
 }
 
 // propertyRE is what systemctl accepts as a property name.
@@ -32,8 +35,8 @@ func (p *UnitParams) Validate() error {
 	if strings.TrimSpace(p.Unit) == "" {
 		return &labs.ParamError{Field: "unit", Msg: "names the unit, e.g. worker.service"}
 	}
-	if p.Active == "" && p.Sub == "" && p.Enabled == nil && len(p.Properties) == 0 && p.Journal == "" && p.NoJournal == "" {
-		return &labs.ParamError{Field: "unit", Msg: "says nothing to check: give active, sub, enabled, properties, journal or no_journal"}
+	if p.Active == "" && p.Sub == "" && p.Enabled == nil && len(p.Properties) == 0 && p.Journal == "" && p.NoJournal == "" && !p.Verify {
+		return &labs.ParamError{Field: "unit", Msg: "says nothing to check: give active, sub, enabled, properties, journal, no_journal or verify"}
 	}
 	for k := range p.Properties {
 		if !propertyRE.MatchString(k) {
@@ -55,7 +58,7 @@ type unitProber struct{}
 func init() {
 	Register(labs.ProbeKind{
 		Name: "unit",
-		Doc:  "checks a systemd unit of a systemd host: active/sub state, enabled, any systemctl show property, journal lines since the lab started",
+		Doc:  "checks a systemd unit of a systemd host: active/sub state, enabled, any systemctl show property, journal lines since the lab started, systemd-analyze verify",
 		NewParams: func() any {
 			return &UnitParams{}
 		},
@@ -85,6 +88,27 @@ func (unitProber) Probe(ctx context.Context, t Target, host string, params any) 
 		names = append(names, k)
 	}
 	sort.Strings(names)
+	var seen, wanted, wrong []string
+	if p.Verify {
+		lines, err := verifyUnit(ctx, t, host, p.Unit)
+		if err != nil {
+			return errorResult(err)
+		}
+		wanted = append(wanted, "systemd-analyze verify reports no problem of "+p.Unit)
+		for _, l := range lines {
+			seen = append(seen, "verify: "+l)
+			if concernsUnit(l, p.Unit) {
+				wrong = append(wrong, "systemd-analyze verify: "+l)
+			}
+		}
+		if len(lines) == 0 {
+			seen = append(seen, "verify: no problem")
+		}
+		if len(want) == 0 && p.Journal == "" && p.NoJournal == "" {
+			// A static pre-check only: the unit's state does not matter.
+			return unitResult(p.Unit, seen, wanted, wrong)
+		}
+	}
 	// What a learner would look at first, shown whatever is checked.
 	shown := []string{"LoadState", "ActiveState", "SubState", "Result", "NRestarts"}
 	argv := []string{"systemctl", "show", "--no-pager", p.Unit}
@@ -96,11 +120,11 @@ func (unitProber) Probe(ctx context.Context, t Target, host string, params any) 
 		return errorResult(err)
 	}
 	got := parseShow(out)
-	var seen []string
+	state := make([]string, 0, len(shown))
 	for _, k := range shown {
-		seen = append(seen, k+"="+got[k])
+		state = append(state, k+"="+got[k])
 	}
-	var wanted, wrong []string
+	seen = append(state, seen...)
 	for _, k := range names {
 		v := want[k]
 		if k == "UnitFileState" && p.Enabled != nil {
@@ -154,11 +178,60 @@ func (unitProber) Probe(ctx context.Context, t Target, host string, params any) 
 			}
 		}
 	}
+	return unitResult(p.Unit, seen, wanted, wrong)
+}
+
+func unitResult(unit string, seen, wanted, wrong []string) Result {
 	res := Result{Seen: strings.Join(seen, ", "), Wanted: strings.Join(wanted, ", "), Pass: len(wrong) == 0}
 	if !res.Pass {
-		res.Message = p.Unit + ": " + strings.Join(wrong, "; ")
+		res.Message = unit + ": " + strings.Join(wrong, "; ")
 	}
 	return res
+}
+
+// verifyUnit runs `systemd-analyze verify` on the unit inside the host and
+// returns what it printed, one entry a line. Its exit status is not used:
+// systemd 252 exits 0 on some errors (with --recursive-errors=no) and 1 on
+// mere warnings, so only the lines say what is wrong.
+func verifyUnit(ctx context.Context, t Target, host, unit string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, defaultUnitTimeout)
+	defer cancel()
+	// --man=no: a minimal host has no man pages, and a Documentation=
+	// link is no fault of the unit.
+	argv := []string{"systemd-analyze", "verify", "--man=no", unit}
+	cmd, err := t.Command(ctx, host, argv...)
+	if err != nil {
+		return nil, fmt.Errorf("enter host %s: %w", host, err)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = runBounded(cmd)
+	var lines []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	var exit *exec.ExitError
+	if err != nil && (!errors.As(err, &exit) || exit.ExitCode() >= 126 || len(lines) == 0) {
+		// Not a verdict on the unit: verify did not run (126, 127: the
+		// host could not execute it), or failed without saying why.
+		return nil, fmt.Errorf("%s in host %s: %w: %s", strings.Join(argv, " "), host, err, firstLines(out.String(), 3))
+	}
+	return lines, nil
+}
+
+// concernsUnit reports whether a line of systemd-analyze verify is about
+// the unit itself: prefixed with its name ("worker.service: Command ...
+// is not executable"), with its file or a drop-in of it
+// ("/etc/systemd/system/worker.service:5: Unknown key ..."), or saying
+// the unit does not exist. Lines about other units (its dependencies)
+// are shown, not held against it.
+func concernsUnit(line, unit string) bool {
+	return strings.HasPrefix(line, unit+":") ||
+		strings.Contains(line, "/"+unit+":") ||
+		strings.Contains(line, "/"+unit+".d/") ||
+		line == "Unit "+unit+" not found."
 }
 
 // hostOutput runs argv in the host and returns its stdout.

@@ -25,7 +25,7 @@ import (
 type UnitParams struct {
 	Unit    string        `yaml:"unit" json:"unit" doc:"the unit's name, e.g. worker.service" required:"true"`
 	Content string        `yaml:"content" json:"content" doc:"the unit file as installed in /etc/systemd/system, with its misconfiguration" required:"true" template:"true"`
-	Problem string        `yaml:"problem" json:"problem" doc:"the misconfiguration, which says when it is observable: exec-not-found, start-limit, missing-user, too-few-files, missing-envfile, start-timeout, hardening, missing-dependency, reload-noop" required:"true"`
+	Problem string        `yaml:"problem" json:"problem" doc:"the misconfiguration, which says when it is observable: exec-not-found, start-limit, missing-user, too-few-files, missing-envfile, start-timeout, hardening, missing-dependency, dependency-order, reload-noop" required:"true"`
 	Enable  *bool         `yaml:"enable,omitempty" json:"enable,omitempty" doc:"enable the unit (default true)"`
 	Then    []string      `yaml:"then,omitempty" json:"then,omitempty" doc:"a command (argv) run inside the host once the fault shows, e.g. the operator's change that exposes it (edit a config, systemctl reload)" template:"true"`
 	Timeout labs.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty" doc:"how long the symptom may take to show (default 60s)"`
@@ -39,21 +39,51 @@ type problem struct {
 	// journal, when set, must match a line of the unit's journal too:
 	// some failures are only named there.
 	journal *regexp.Regexp
+	// holds, when set, must hold on the unit's properties too: for a
+	// failure whose cause is a relation between properties, not a value.
+	holds func(props map[string]string) bool
 	// startRefused: systemd refuses the start job itself (the error is
 	// the symptom, printed by systemctl start), so Apply must not fail on it.
 	startRefused bool
 }
 
 var problems = map[string]problem{
-	"exec-not-found":     {"ExecStart names a program that does not exist (status=203/EXEC)", map[string]string{"ExecMainStatus": "203"}, nil, false},
-	"start-limit":        {"a crashing service with Restart=always hits the start limit", map[string]string{"ActiveState": "failed"}, regexp.MustCompile(`Start request repeated too quickly`), false},
-	"missing-user":       {"User= names a user that does not exist (status=217/USER)", map[string]string{"ExecMainStatus": "217"}, nil, false},
-	"too-few-files":      {"LimitNOFILE= is too low: the service fails with Too many open files", map[string]string{"Result": "exit-code", "ActiveState": "failed"}, nil, false},
-	"missing-envfile":    {"EnvironmentFile= names a file that does not exist", map[string]string{"Result": "resources", "ActiveState": "failed"}, nil, false},
-	"start-timeout":      {"Type=forking for a service that does not fork: the start times out", map[string]string{"Result": "timeout", "ActiveState": "failed"}, nil, false},
-	"hardening":          {"hardening (ProtectSystem=strict without ReadWritePaths=) blocks the service's writes", map[string]string{"Result": "exit-code", "ActiveState": "failed"}, nil, false},
-	"missing-dependency": {"Requires= names a unit that does not exist: systemd refuses to start it", map[string]string{"LoadState": "loaded", "ActiveState": "inactive"}, nil, true},
-	"reload-noop":        {"ExecReload= does not make the service reload its configuration", map[string]string{"ActiveState": "active", "SubState": "running"}, nil, false},
+	"exec-not-found": {doc: "ExecStart names a program that does not exist (status=203/EXEC)",
+		props: map[string]string{"ExecMainStatus": "203"}},
+	"start-limit": {doc: "a crashing service with Restart=always hits the start limit",
+		props: map[string]string{"ActiveState": "failed"}, journal: regexp.MustCompile(`Start request repeated too quickly`)},
+	"missing-user": {doc: "User= names a user that does not exist (status=217/USER)",
+		props: map[string]string{"ExecMainStatus": "217"}},
+	"too-few-files": {doc: "LimitNOFILE= is too low: the service fails with Too many open files",
+		props: map[string]string{"Result": "exit-code", "ActiveState": "failed"}},
+	"missing-envfile": {doc: "EnvironmentFile= names a file that does not exist",
+		props: map[string]string{"Result": "resources", "ActiveState": "failed"}},
+	"start-timeout": {doc: "Type=forking for a service that does not fork: the start times out",
+		props: map[string]string{"Result": "timeout", "ActiveState": "failed"}},
+	"hardening": {doc: "hardening (ProtectSystem=strict without ReadWritePaths=) blocks the service's writes",
+		props: map[string]string{"Result": "exit-code", "ActiveState": "failed"}},
+	"missing-dependency": {doc: "Requires= names a unit that does not exist: systemd refuses to start it",
+		props: map[string]string{"LoadState": "loaded", "ActiveState": "inactive"}, startRefused: true},
+	"dependency-order": {doc: "Requires= without After=: the service starts alongside the unit it needs, before that unit is ready, and exits",
+		props: map[string]string{"Result": "exit-code", "ActiveState": "failed"}, holds: requiresUnordered},
+	"reload-noop": {doc: "ExecReload= does not make the service reload its configuration",
+		props: map[string]string{"ActiveState": "active", "SubState": "running"}},
+}
+
+// requiresUnordered reports whether the unit requires a unit it is not
+// ordered after (Requires= without After=): systemd then starts both at
+// once instead of waiting for the required one.
+func requiresUnordered(props map[string]string) bool {
+	after := map[string]bool{}
+	for _, u := range strings.Fields(props["After"]) {
+		after[u] = true
+	}
+	for _, u := range strings.Fields(props["Requires"]) {
+		if !after[u] {
+			return true
+		}
+	}
+	return false
 }
 
 // unitNameRE: a service unit name (no paths, no template instances).
@@ -212,8 +242,9 @@ func systemctl(ctx context.Context, h faults.Host, args ...string) (string, erro
 	return stdout.String(), nil
 }
 
-// showProps are read on every poll; Result and ExecMainStatus become facts.
-var showProps = []string{"LoadState", "ActiveState", "SubState", "Result", "ExecMainStatus", "NRestarts", "Job"}
+// showProps are read on every poll; Result and ExecMainStatus become
+// facts, Requires and After are what dependency-order looks at.
+var showProps = []string{"LoadState", "ActiveState", "SubState", "Result", "ExecMainStatus", "NRestarts", "Job", "Requires", "After"}
 
 // waitProps polls `systemctl show` until every wanted property has its
 // value: the symptom is there, as the learner will see it.
@@ -229,7 +260,7 @@ func waitProps(ctx context.Context, h faults.Host, unit string, want problem, ti
 		out, err := systemctl(ctx, h, args...)
 		if err == nil {
 			got = parseShow(out)
-			if matches(got, want.props) && journalHas(ctx, h, unit, want.journal) {
+			if matches(got, want.props) && (want.holds == nil || want.holds(got)) && journalHas(ctx, h, unit, want.journal) {
 				return got, nil
 			}
 		}

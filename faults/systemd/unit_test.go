@@ -1,6 +1,7 @@
 package systemd
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -67,5 +68,43 @@ func TestMatchesAndParseShow(t *testing.T) {
 	}
 	if matches(got, problems["missing-user"].props) {
 		t.Errorf("203 seen as missing-user: %v", got)
+	}
+}
+
+// The schema and `labctl kinds` show the problem param's doc: it must name
+// every problem.
+func TestProblemParamDocListsProblems(t *testing.T) {
+	f, ok := reflect.TypeOf(UnitParams{}).FieldByName("Problem")
+	if !ok {
+		t.Fatal("no Problem field")
+	}
+	doc := f.Tag.Get("doc")
+	for name := range problems {
+		if !strings.Contains(doc, " "+name) {
+			t.Errorf("the doc of problem does not list %s: %s", name, doc)
+		}
+	}
+}
+
+// dependency-order is Requires= without After= for the same unit, as
+// systemctl show lists them (with systemd's implicit dependencies).
+func TestRequiresUnordered(t *testing.T) {
+	for _, tc := range []struct {
+		requires, after string
+		want            bool
+	}{
+		{"token-fetch.service system.slice sysinit.target", "system.slice sysinit.target basic.target", true},
+		{"token-fetch.service system.slice sysinit.target", "basic.target token-fetch.service system.slice sysinit.target", false},
+		{"system.slice sysinit.target", "system.slice sysinit.target basic.target", false},
+		// Ordered after a different unit with a similar name.
+		{"token-fetch.service", "token-fetch.socket", true},
+	} {
+		props := parseShow("Requires=" + tc.requires + "\nAfter=" + tc.after + "\n")
+		if got := requiresUnordered(props); got != tc.want {
+			t.Errorf("Requires=%s After=%s: requiresUnordered = %v, want %v", tc.requires, tc.after, got, tc.want)
+		}
+	}
+	if !problems["dependency-order"].holds(parseShow("Requires=a.service\nAfter=\n")) {
+		t.Error("dependency-order does not look at the ordering")
 	}
 }
