@@ -22,7 +22,7 @@ import (
 func TestReleaseFromLedgerOnly(t *testing.T) {
 	requireRoot(t)
 	spec := testSpec(t)
-	l := &ledger{}
+	l := newLedger(t)
 	h, err := Start(context.Background(), spec, l.record)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
@@ -97,7 +97,7 @@ func TestPrepareErrorReleases(t *testing.T) {
 	if err := os.WriteFile(upper, []byte("not a dir"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l := &ledger{}
+	l := newLedger(t)
 	h, err := Start(context.Background(), spec, l.record)
 	if err == nil {
 		Stop(context.Background(), h)

@@ -19,7 +19,7 @@ func TestMounts(t *testing.T) {
 	requireRoot(t)
 	spec := testSpec(t)
 	spec.Mounts = []Mount{{Path: "/srv/scratch", Type: "tmpfs", Size: 16 << 20}}
-	l := &ledger{}
+	l := newLedger(t)
 	ctx := context.Background()
 	h, err := Start(ctx, spec, l.record)
 	if err != nil {

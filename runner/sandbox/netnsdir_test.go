@@ -25,7 +25,7 @@ func TestNetnsDirLastUserRemovesIt(t *testing.T) {
 	ctx := context.Background()
 	var ledgers [2]*ledger
 	for i := range ledgers {
-		ledgers[i] = &ledger{}
+		ledgers[i] = newLedger(t)
 		h, err := Start(ctx, testSpec(t), ledgers[i].record)
 		if err != nil {
 			t.Fatal(err)

@@ -65,6 +65,20 @@ func (l *ledger) record(kind, name string, data any) error {
 }
 
 // releaseAll is what gc does with only the ledger: release in reverse.
+// newLedger returns a test ledger whose records are released when the
+// test ends, whatever happened: a Start that fails half-way (t.Fatal
+// before the test's own cleanup exists) leaves nothing on the machine.
+// Release is idempotent, so tests that release themselves lose nothing.
+func newLedger(tb testing.TB) *ledger {
+	l := &ledger{}
+	tb.Cleanup(func() {
+		if err := l.releaseAll(context.Background()); err != nil {
+			tb.Errorf("final release: %v", err)
+		}
+	})
+	return l
+}
+
 func (l *ledger) releaseAll(ctx context.Context) error {
 	var errs []error
 	for i := len(l.entries) - 1; i >= 0; i-- {
@@ -124,7 +138,7 @@ func testSpec(t testing.TB) Spec {
 func startHost(t *testing.T, spec Spec) (*Host, *ledger) {
 	t.Helper()
 	ctx := context.Background()
-	l := &ledger{}
+	l := newLedger(t)
 	h, err := Start(ctx, spec, l.record)
 	if err != nil {
 		t.Fatalf("Start: %v", err)

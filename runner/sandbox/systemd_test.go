@@ -92,7 +92,7 @@ func TestSystemdHostBootsAndStops(t *testing.T) {
 	errs := make([]error, len(specs))
 	var wg sync.WaitGroup
 	for i := range specs {
-		ledgers[i] = &ledger{}
+		ledgers[i] = newLedger(t)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -173,7 +173,7 @@ func TestSystemdHostReleaseAfterCrash(t *testing.T) {
 	}
 	ctx := context.Background()
 	spec := systemdSpec(t)
-	l := &ledger{}
+	l := newLedger(t)
 	h, err := Start(ctx, spec, l.record)
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ func BenchmarkSystemdHostReady(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		spec := systemdSpec(b)
-		l := &ledger{}
+		l := newLedger(b)
 		b.StartTimer()
 		start := time.Now()
 		h, err := Start(ctx, spec, l.record)
