@@ -248,6 +248,11 @@ var moreModes = map[string][]toolSees{
 		{host: "client", argv: []string{"curl", "-sS", "-m", "2", `http://{{ fact "server.addr" }}:9090/`}, want: `api ok`},
 		{host: "client", argv: []string{"curl", "-sS", "-m", "2", `telnet://{{ fact "server.addr" }}:7007`}, exit: 7, want: `(refused|Couldn't connect)`},
 		{host: "server", argv: []string{"nft", "list", "table", "inet", "guard"}, want: `tcp dport 7007 counter packets [1-9]\d* bytes \d+ reject`},
+		// The echo service on another host sends back what the client sends,
+		// line after line on one connection.
+		{host: "server", argv: []string{"ss", "-ltnp"}, want: `0\.0\.0\.0:7 .*"echod",pid={{ fact "echo7.pid" }},`},
+		{host: "client", argv: []string{"bash", "-c", `exec 3<>/dev/tcp/{{ fact "server.addr" }}/7 && printf 'hello from %s\nsecond line\n' "$(hostname)" >&3 && read -r -t 5 a <&3 && read -r -t 5 b <&3 && echo "got [$a] [$b]"`},
+			want: `^got \[hello from client\] \[second line\]$`},
 	},
 	"more-routes-links.yaml": {
 		{host: "client", argv: []string{"ip", "route", "show", "type", "blackhole"}, want: `^blackhole {{ fact "server.addr" }}`},
@@ -255,6 +260,17 @@ var moreModes = map[string][]toolSees{
 		{host: "client", argv: []string{"ip", "route", "show", "type", "prohibit"}, want: `^prohibit 203\.0\.113\.0/24`},
 		{host: "client", argv: []string{"ping", "-c1", "-W1", "198.51.100.1"}, exit: 2, want: `No route to host`},
 		{host: "server", argv: []string{"ip", "-o", "-4", "addr", "show", "eth0"}, want: `inet 192\.0\.2\.7/24`, notWant: `inet {{ fact "server.addr" }}/`},
+		// A prefix too long on edge's side: its .130/25 does not cover the
+		// router's .1, so edge has no route to its own neighbour, and the
+		// router's pings (it still sees one /24) get no answer back.
+		{host: "edge", argv: []string{"ip", "-o", "-4", "addr", "show", "eth0"}, want: `inet {{ fact "edge.addr" }}/25 `, notWant: `/24 `},
+		{host: "edge", argv: []string{"ip", "route", "get", `{{ fact "router.addr.edge" }}`}, exit: 2, want: `Network is unreachable`},
+		{host: "edge", argv: []string{"ping", "-c1", "-W1", `{{ fact "router.addr.edge" }}`}, exit: 2, want: `Network is unreachable`},
+		{host: "router", argv: []string{"ping", "-c1", "-W1", `{{ fact "edge.addr" }}`}, exit: 1, want: `0 received`},
+		// The fix: the right prefix length back, and both directions work.
+		{host: "edge", argv: []string{"sh", "-c", `ip addr del {{ fact "edge.addr" }}/25 dev eth0 && ip addr add {{ fact "edge.addr" }}/24 dev eth0`}},
+		{host: "edge", argv: []string{"ping", "-c1", "-W2", `{{ fact "router.addr.edge" }}`}, want: `1 received`},
+		{host: "router", argv: []string{"ping", "-c1", "-W2", `{{ fact "edge.addr" }}`}, want: `1 received`},
 	},
 }
 
