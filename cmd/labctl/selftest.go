@@ -44,6 +44,11 @@ With no argument, every lab of the catalog (and of --labs directories) is tested
 			}
 			ctx, stop := interruptible()
 			defer stop()
+			// The first up collects dead instances anyway; collected first,
+			// their leftovers are not mistaken for a change the labs made.
+			if _, err := runner.GC(ctx); err != nil {
+				return failErr(fmt.Errorf("gc before testing: %w", err))
+			}
 			before, err := hostsnap.Take()
 			if err != nil {
 				return failErr(fmt.Errorf("snapshot before: %w", err))
