@@ -80,33 +80,10 @@ func crashChild(file string) int {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts, freezes filesystems and starts lab hosts (CI runs as root)")
-	}
-	if err := runner.CheckEnvironment(); err != nil {
-		t.Skipf("this machine cannot run labs: %v", err)
-	}
+	testenv.RequireLabs(t, "mounts, freezes filesystems and starts lab hosts")
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("no /dev/fuse: %v", err)
 	}
-}
-
-// privateStateRoot gives the test its own state root, so its gc never
-// touches another test's or a user's labs.
-func privateStateRoot(t *testing.T) {
-	t.Helper()
-	t.Setenv(runner.EnvStateDir, t.TempDir())
-	t.Cleanup(func() {
-		all, _ := runner.List()
-		for _, in := range all {
-			if err := in.Down(context.Background()); err != nil {
-				t.Errorf("cleanup: down %s: %v", in.ID, err)
-			}
-		}
-		if _, err := runner.GC(context.Background()); err != nil {
-			t.Errorf("cleanup: gc: %v", err)
-		}
-	})
 }
 
 func snapshot(t *testing.T) *hostsnap.Snapshot {
@@ -216,7 +193,7 @@ func factPID(t *testing.T, in *runner.Instance, name string) int {
 // fsfreeze --unfreeze lets the kill through.
 func TestKillPendingOnFrozenFS(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	before := snapshot(t)
 	in, err := runner.Up(context.Background(), loadLab(t, freezeLab), runner.UpOptions{})
 	if err != nil {
@@ -253,7 +230,7 @@ func TestKillPendingOnFrozenFS(t *testing.T) {
 // writer (and the host's cgroup) could never die.
 func TestDownThawsFrozenFS(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	before := snapshot(t)
 	in, err := runner.Up(context.Background(), loadLab(t, freezeLab), runner.UpOptions{})
 	if err != nil {
@@ -271,7 +248,7 @@ func TestDownThawsFrozenFS(t *testing.T) {
 // through fusectl, then unmount) leaves nothing behind.
 func TestFuseReadHangs(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	before := snapshot(t)
 	in, err := runner.Up(context.Background(), loadLab(t, fuseLab), runner.UpOptions{})
 	if err != nil {
@@ -314,7 +291,7 @@ func TestCrashThenGC(t *testing.T) {
 	requireRoot(t)
 	for _, file := range []string{freezeLab, fuseLab} {
 		t.Run(filepath.Base(file), func(t *testing.T) {
-			privateStateRoot(t)
+			testenv.PrivateStateRoot(t)
 			before := snapshot(t)
 			// Deterministic: the fault is applied (D exists), up is not done.
 			marker := filepath.Join(t.TempDir(), "reached")
@@ -411,7 +388,7 @@ func TestSelfTest(t *testing.T) {
 		lab := loadLab(t, file)
 		for run := 1; run <= runs; run++ {
 			t.Run(fmt.Sprintf("%s#%d", lab.Name, run), func(t *testing.T) {
-				privateStateRoot(t)
+				testenv.PrivateStateRoot(t)
 				res := runner.SelfTest(context.Background(), lab, runner.TestOptions{Run: run})
 				if !res.Pass {
 					for _, p := range res.Phases {

@@ -34,30 +34,7 @@ func TestMain(m *testing.M) {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: starts lab hosts and mounts in them (CI runs as root)")
-	}
-	if err := runner.CheckEnvironment(); err != nil {
-		t.Skipf("this machine cannot run labs: %v", err)
-	}
-}
-
-// privateStateRoot gives the test its own state root, so its gc never
-// touches another test's or a user's labs.
-func privateStateRoot(t *testing.T) {
-	t.Helper()
-	t.Setenv(runner.EnvStateDir, t.TempDir())
-	t.Cleanup(func() {
-		all, _ := runner.List()
-		for _, in := range all {
-			if err := in.Down(context.Background()); err != nil {
-				t.Errorf("cleanup: down %s: %v", in.ID, err)
-			}
-		}
-		if _, err := runner.GC(context.Background()); err != nil {
-			t.Errorf("cleanup: gc: %v", err)
-		}
-	})
+	testenv.RequireLabs(t, "starts lab hosts and mounts in them")
 }
 
 func snapshot(t *testing.T) *hostsnap.Snapshot {
@@ -117,7 +94,7 @@ func sh(t *testing.T, in *runner.Instance, script string) string {
 // the limit, /proc/PID/limits shows it, and the log says why requests fail.
 func TestLeakFillsFDTable(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	before := snapshot(t)
 	in := up(t, leakLab)
 	facts := in.Facts()
@@ -149,7 +126,7 @@ func TestLeakFillsFDTable(t *testing.T) {
 // lsof +L1 names the deleted file and its holder.
 func TestDeletedOpenDfVsDu(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	before := snapshot(t)
 	in := up(t, deletedLab)
 	facts := in.Facts()
@@ -193,7 +170,7 @@ func TestSelfTest(t *testing.T) {
 		}
 		for run := 1; run <= runs; run++ {
 			t.Run(fmt.Sprintf("%s#%d", lab.Name, run), func(t *testing.T) {
-				privateStateRoot(t)
+				testenv.PrivateStateRoot(t)
 				res := runner.SelfTest(context.Background(), lab, runner.TestOptions{Run: run})
 				if !res.Pass {
 					for _, p := range res.Phases {

@@ -20,6 +20,7 @@ import (
 	_ "github.com/labctl/labctl/checks"
 	_ "github.com/labctl/labctl/faults/fs"
 	"github.com/labctl/labctl/internal/reexec"
+	"github.com/labctl/labctl/internal/testenv"
 	"github.com/labctl/labctl/labs"
 	"github.com/labctl/labctl/runner"
 )
@@ -50,29 +51,7 @@ func TestMain(m *testing.M) {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates namespaces, cgroups and loop devices (CI runs as root)")
-	}
-	if err := runner.CheckEnvironment(); err != nil {
-		t.Skipf("this machine cannot run labs: %v", err)
-	}
-}
-
-// privateStateRoot keeps this test's instances (and its gc) apart from
-// anyone else's, and downs whatever a failed test left.
-func privateStateRoot(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	t.Setenv(runner.EnvStateDir, dir)
-	t.Cleanup(func() {
-		all, _ := runner.List()
-		for _, in := range all {
-			if err := in.Down(context.Background()); err != nil {
-				t.Errorf("cleanup: down %s: %v", in.ID, err)
-			}
-		}
-	})
-	return dir
+	testenv.RequireLabs(t, "creates namespaces, cgroups and loop devices")
 }
 
 func labFiles(t *testing.T) []string {
@@ -197,7 +176,7 @@ func TestLabsSelfTest(t *testing.T) {
 	for _, file := range labFiles(t) {
 		name := strings.TrimSuffix(filepath.Base(file), ".yaml")
 		t.Run(name, func(t *testing.T) {
-			root := privateStateRoot(t)
+			root := testenv.PrivateStateRoot(t)
 			before := takeMachineState(t)
 			lab := loadLab(t, name)
 
@@ -236,7 +215,7 @@ func TestLabsSelfTest(t *testing.T) {
 // which exists in the host only, and the kernel refuses it.
 func TestPermissionsServiceRunsAsLabUser(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	in := up(t, "config-unreadable")
 	svc, user := fact(t, in, "svc.service"), fact(t, in, "svc.user")
 	if got := strings.TrimSpace(inHost(t, in, "ps", "-o", "user=", "-C", svc)); got != user {
@@ -261,7 +240,7 @@ func TestPermissionsServiceRunsAsLabUser(t *testing.T) {
 // not df -h) for the inodes lab; the writer got ENOSPC.
 func TestFullBytesAndInodes(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	for _, c := range []struct{ lab, id, fullCol, freeCol string }{
 		{"logs-full", "fill", "pcent", "ipcent"},
 		{"inodes-exhausted", "spool", "ipcent", "pcent"},
@@ -297,7 +276,7 @@ func TestFullBytesAndInodes(t *testing.T) {
 // TestReadonlyRemount: findmnt shows ro and the writer got EROFS.
 func TestReadonlyRemount(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	in := up(t, "readonly-remount")
 	opts := strings.TrimSpace(inHost(t, in, "findmnt", "-n", "-o", "OPTIONS", fact(t, in, "ro.mount")))
 	if !strings.HasPrefix(opts, "ro,") {
@@ -315,7 +294,7 @@ func TestReadonlyRemount(t *testing.T) {
 // planted file among the system's; the file is setuid root.
 func TestSetuidFoundInsideOnly(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	in := up(t, "setuid-audit")
 	path := fact(t, in, "plant.path")
 	found := strings.Fields(inHost(t, in, "find", "/usr/bin", fact(t, in, "plant.mount"), "-perm", "-4000", "-type", "f"))
@@ -334,7 +313,7 @@ func TestSetuidFoundInsideOnly(t *testing.T) {
 // kernel lets it happen only because the sticky bit is missing.
 func TestStickyOtherUserDeletes(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	in := up(t, "sticky-missing")
 	if got := strings.TrimSpace(inHost(t, in, "ps", "-o", "user=", "-p", fact(t, in, "bug.cleaner_ns_pid"))); got != fact(t, in, "bug.other") {
 		t.Errorf("cleaner runs as %q, want %q", got, fact(t, in, "bug.other"))
@@ -361,7 +340,7 @@ func TestStickyOtherUserDeletes(t *testing.T) {
 // lab with an ext4 image; gc removes the loop device and the image.
 func TestCrashThenGCLeavesNoLoopDevice(t *testing.T) {
 	requireRoot(t)
-	root := privateStateRoot(t)
+	root := testenv.PrivateStateRoot(t)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	fsfaults "github.com/labctl/labctl/faults/fs"
+	"github.com/labctl/labctl/internal/testenv"
 	"github.com/labctl/labctl/labs"
 	"github.com/labctl/labctl/runner"
 )
@@ -83,7 +84,7 @@ func TestPermissionsModes(t *testing.T) {
 		},
 	} {
 		t.Run(c.file, func(t *testing.T) {
-			privateStateRoot(t)
+			testenv.PrivateStateRoot(t)
 			file := filepath.Join("testdata", c.file+".yaml")
 			if c.catalog {
 				file = filepath.Join("..", "..", "labs", "fs", c.file+".yaml")
@@ -146,7 +147,7 @@ func TestPermissionsModes(t *testing.T) {
 // looks into /proc show, inside the host, and equals the facts.
 func TestProcDetectiveSeenByTools(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	in := up(t, "proc-detective")
 	pid := fact(t, in, "cache.ns_pid")
 	proc := "/proc/" + pid + "/"
@@ -235,7 +236,7 @@ func cgroupDirs(procCgroup, rel string) []string {
 // disk (the overlay's upper layer) never holds a world-writable directory.
 func TestStickyRefusesOverlay(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	lab := loadLab(t, "sticky-missing")
 	h := lab.HostByName("app")
 	if len(h.Mounts) == 0 {

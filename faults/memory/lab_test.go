@@ -30,27 +30,7 @@ func TestMain(m *testing.M) {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates namespaces and cgroups (CI runs as root)")
-	}
-	if err := runner.CheckEnvironment(); err != nil {
-		t.Skipf("this machine cannot run labs: %v", err)
-	}
-}
-
-// privateStateRoot keeps this test's instances (and its gc) apart from
-// anyone else's on the machine, and downs whatever a failed test left.
-func privateStateRoot(t *testing.T) {
-	t.Helper()
-	t.Setenv(runner.EnvStateDir, t.TempDir())
-	t.Cleanup(func() {
-		all, _ := runner.List()
-		for _, in := range all {
-			if err := in.Down(context.Background()); err != nil {
-				t.Errorf("cleanup: down %s: %v", in.ID, err)
-			}
-		}
-	})
+	testenv.RequireLabs(t, "creates namespaces and cgroups")
 }
 
 func loadLab(t *testing.T, name string) *labs.Lab {
@@ -148,7 +128,7 @@ const memAvailableMargin = 16 << 20
 // the lab's limit plus a margin.
 func TestOOMLabEvidence(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	lab := loadLab(t, "oom-killed-worker")
 
 	// The logs go to the host's private /var, never the machine's.
@@ -254,7 +234,7 @@ func requireNoResidue(t *testing.T, id string) {
 func TestLabsSelfTest(t *testing.T) {
 	runs := testenv.SelfTestRuns(t)
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	files, err := filepath.Glob(filepath.Join("..", "..", "labs", "memory", "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no labs found: %v", err)

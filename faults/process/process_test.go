@@ -31,12 +31,7 @@ func TestMain(m *testing.M) {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: brings labs up in namespaces and cgroups (CI runs as root)")
-	}
-	if err := runner.CheckEnvironment(); err != nil {
-		t.Skipf("this machine cannot run labs: %v", err)
-	}
+	testenv.RequireLabs(t, "brings labs up in namespaces and cgroups")
 }
 
 // labFile is one of this family's labs in the catalog.

@@ -36,27 +36,7 @@ func TestMain(m *testing.M) {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: boots systemd hosts with systemd-nspawn (CI runs as root)")
-	}
-	if err := runner.CheckEnvironment(); err != nil {
-		t.Skipf("this machine cannot run labs: %v", err)
-	}
-}
-
-// privateStateRoot keeps this test's instances (and its gc) apart from
-// anyone else's on the machine, and downs whatever a failed test left.
-func privateStateRoot(t *testing.T) {
-	t.Helper()
-	t.Setenv(runner.EnvStateDir, t.TempDir())
-	t.Cleanup(func() {
-		all, _ := runner.List()
-		for _, in := range all {
-			if err := in.Down(context.Background()); err != nil {
-				t.Errorf("cleanup: down %s: %v", in.ID, err)
-			}
-		}
-	})
+	testenv.RequireLabs(t, "boots systemd hosts with systemd-nspawn")
 }
 
 const labDir = "../../labs/systemd"
@@ -186,7 +166,7 @@ var labTools = map[string][]toolSees{
 // the host's nspawn state while it runs, and that down leaves nothing.
 func TestLabsShowTheirFault(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	seen := map[string]bool{}
 	for _, file := range labFiles(t) {
 		lab := load(t, file)
@@ -316,7 +296,7 @@ func contains(list []string, s string) bool {
 // nspawn state), and after both are down the machine is as before.
 func TestTwoInstancesDoNotClash(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	lab := load(t, filepath.Join(labDir, "exec-not-found.yaml"))
 	before, err := hostsnap.Take()
 	if err != nil {
@@ -415,7 +395,7 @@ func show(t *testing.T, in *runner.Instance, prop string) string {
 // machine is as before.
 func TestKilledNspawnLeavesStateThatDownRemoves(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	before, err := hostsnap.Take()
 	if err != nil {
 		t.Fatal(err)
@@ -486,7 +466,7 @@ func statField(t *testing.T, pid string, i int) string {
 // the catalog self-test does not see, through labctl test's phases.
 func TestDependencyOrderLab(t *testing.T) {
 	requireRoot(t)
-	privateStateRoot(t)
+	testenv.PrivateStateRoot(t)
 	res := runner.SelfTest(context.Background(), load(t, orderLab), runner.TestOptions{Run: 1})
 	if p := res.Failed(); p != nil {
 		t.Fatalf("phase %s %s: %s", p.Phase, p.Name, p.Message)
@@ -500,7 +480,7 @@ func TestLabsSelfTest(t *testing.T) {
 	for _, file := range labFiles(t) {
 		lab := load(t, file)
 		t.Run(lab.Name, func(t *testing.T) {
-			privateStateRoot(t)
+			testenv.PrivateStateRoot(t)
 			for run := 1; run <= runs; run++ {
 				res := runner.SelfTest(context.Background(), lab, runner.TestOptions{Run: run})
 				if p := res.Failed(); p != nil {

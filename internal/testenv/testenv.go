@@ -3,9 +3,12 @@
 package testenv
 
 import (
+	"context"
 	"os"
 	"strconv"
 	"testing"
+
+	"github.com/labctl/labctl/runner"
 )
 
 // SelfTestRuns is how many times a fault family's tests put each of its
@@ -24,4 +27,45 @@ func SelfTestRuns(t testing.TB) int {
 		t.Fatalf("LABCTL_REPEAT=%q: want a positive number", v)
 	}
 	return n
+}
+
+// RequireLabs skips the test unless it runs as root on a machine that
+// can run labs; needs says what the test does that needs it. Under CI
+// (CI=true), which runs as root on a machine that can, it fails instead:
+// a privileged test must not pass there by skipping.
+func RequireLabs(t testing.TB, needs string) {
+	t.Helper()
+	skip := t.Skipf
+	if os.Getenv("CI") == "true" {
+		skip = t.Fatalf
+	}
+	if os.Geteuid() != 0 {
+		skip("needs root: %s (CI runs as root)", needs)
+		return
+	}
+	if err := runner.CheckEnvironment(); err != nil {
+		skip("this machine cannot run labs: %v", err)
+	}
+}
+
+// PrivateStateRoot keeps the test's instances (and its gc) apart from
+// anyone else's on the machine: runner's state goes to a fresh directory,
+// returned. At cleanup it downs whatever a failed test left there and
+// collects dead instances.
+func PrivateStateRoot(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv(runner.EnvStateDir, dir)
+	t.Cleanup(func() {
+		all, _ := runner.List()
+		for _, in := range all {
+			if err := in.Down(context.Background()); err != nil {
+				t.Errorf("cleanup: down %s: %v", in.ID, err)
+			}
+		}
+		if _, err := runner.GC(context.Background()); err != nil {
+			t.Errorf("cleanup: gc: %v", err)
+		}
+	})
+	return dir
 }
