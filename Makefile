@@ -48,7 +48,7 @@ test: deps lint build rootfs vagrant-validate
 	./$(BIN) test -j 2 --junit bin/catalog-junit.xml
 
 # The root filesystem systemd lab hosts boot: debootstrap from this machine's
-# apt mirror into /var/cache/labctl (about 2 minutes the first time, then a
+# apt mirror into /var/cache/labctl (1 to 2½ minutes the first time, then a
 # no-op). `labctl up` of a systemd lab builds it too when it is missing.
 rootfs: build
 	./$(BIN) rootfs

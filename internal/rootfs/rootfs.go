@@ -48,8 +48,8 @@ func Ready() bool {
 }
 
 // Ensure returns the root filesystem's directory, building it first when it
-// is missing. progress gets one line when a build starts (it takes about a
-// minute) and one when it ends.
+// is missing. progress gets one line when a build starts (it takes 1 to 2½
+// minutes, depending on the mirror) and one when it ends.
 func Ensure(ctx context.Context, progress io.Writer) (string, error) {
 	dir := Dir()
 	if Ready() {
@@ -78,7 +78,7 @@ func Ensure(ctx context.Context, progress io.Writer) (string, error) {
 		return "", err
 	}
 	start := time.Now()
-	fmt.Fprintf(progress, "building the root filesystem of systemd hosts in %s (debootstrap %s from %s; about two minutes, once)\n", dir, suite, mirror)
+	fmt.Fprintf(progress, "building the root filesystem of systemd hosts in %s (debootstrap %s from %s; 1 to 2½ minutes, once)\n", dir, suite, mirror)
 	tmp := dir + ".build"
 	if err := os.RemoveAll(tmp); err != nil {
 		return "", fmt.Errorf("remove an unfinished build: %w", err)

@@ -42,8 +42,8 @@ Components: main
 	}
 }
 
-// TestEnsure builds the root filesystem when it is missing (about a
-// minute, once per machine) and checks what hosts rely on being in it.
+// TestEnsure builds the root filesystem when it is missing (1 to 2½
+// minutes, once per machine) and checks what hosts rely on being in it.
 func TestEnsure(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("building the root filesystem needs root (debootstrap)")
