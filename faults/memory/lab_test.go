@@ -115,7 +115,7 @@ func counterIn(t *testing.T, dir, file, key string) int64 {
 // the host's cgroup), kernel memory the v1 memory cgroup does not charge
 // (the host's namespaces, page tables) and page cache of logs. Measured
 // on a 2-CPU VM (cgroup v1 memory, kernel 6.18), the host's cgroup
-// peaking at its 64 MiB limit each time: 63.4 to 69.5 MiB in 27 runs of
+// peaking at its 64 MiB limit each time: 58 to 69.5 MiB in 27 runs of
 // this test alone, 68.8 and 68.9 MiB inside runs right after the fs
 // family's labs (the raw MemAvailable drop was anywhere from 0 to 174
 // MiB). 24 MiB leaves room over that and is well under the limit: a test
