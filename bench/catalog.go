@@ -21,12 +21,22 @@ type Catalog struct {
 	Passed int     `json:"passed"`
 	// LabS is the sum of the labs' own durations: WallS*Jobs/LabS shows
 	// how much of the parallelism was used.
-	LabS    float64           `json:"sum_of_lab_s"`
-	Failed  []string          `json:"failed,omitempty"`
-	Slowest []LabTime         `json:"slowest"`
-	PerLab  map[string]string `json:"per_lab_s"`
-	Residue string            `json:"residue,omitempty"`
-	Error   string            `json:"error,omitempty"`
+	LabS   float64  `json:"sum_of_lab_s"`
+	Failed []string `json:"failed,omitempty"`
+	// Failures say where each failed lab failed, so a failure seen once
+	// in a long run can be looked into afterwards.
+	Failures []LabFailure      `json:"failures,omitempty"`
+	Slowest  []LabTime         `json:"slowest"`
+	PerLab   map[string]string `json:"per_lab_s"`
+	Residue  string            `json:"residue,omitempty"`
+	Error    string            `json:"error,omitempty"`
+}
+
+// LabFailure is the first failing phase of a lab's self-test.
+type LabFailure struct {
+	Lab     string `json:"lab"`
+	Phase   string `json:"phase"`
+	Message string `json:"message"`
 }
 
 // LabTime is one lab's self-test duration.
@@ -58,6 +68,15 @@ func measureCatalog(cfg config, jobs int) Catalog {
 			c.Passed++
 		} else {
 			c.Failed = append(c.Failed, r.Lab)
+			f := LabFailure{Lab: r.Lab}
+			if ph := r.Failed(); ph != nil {
+				f.Phase, f.Message = ph.Phase, ph.Message
+				if ph.Name != "" {
+					f.Phase += " (" + ph.Name + ")"
+				}
+			}
+			c.Failures = append(c.Failures, f)
+			fmt.Fprintf(os.Stderr, "catalog -j %d: %s failed in %s: %s\n", jobs, f.Lab, f.Phase, f.Message)
 		}
 		s := r.Duration.Seconds()
 		c.LabS += s
