@@ -19,6 +19,7 @@ import (
 	"github.com/labctl/labctl/faults"
 	"github.com/labctl/labctl/internal/reexec"
 	"github.com/labctl/labctl/labs"
+	"github.com/labctl/labctl/runner/sandbox"
 )
 
 // ProcServiceParams are the `with:` of fs.proc-service.
@@ -167,27 +168,11 @@ func (procServiceKind) Revert(ctx context.Context, env faults.Env, f *labs.Fault
 	if len(state) == 0 || json.Unmarshal(state, &s) != nil {
 		return nil
 	}
+	// Deepest first; RemoveCgroupTree refuses anything outside labctl's
+	// tree and waits until the killed service is reaped.
 	for i := len(s.Cgroups) - 1; i >= 0; i-- {
-		d := s.Cgroups[i]
-		if !strings.Contains(d, "/labctl/") {
-			continue // never a cgroup outside labctl's tree
-		}
-		var hard error
-		if err := poll(ctx, "cgroup "+d+" to be removed", func() (bool, error) {
-			err := unix.Rmdir(d)
-			switch {
-			case err == nil || errors.Is(err, unix.ENOENT):
-				return true, nil
-			case errors.Is(err, unix.EBUSY):
-				return false, err // the killed service is not reaped yet
-			}
-			hard = err
-			return true, nil
-		}); err != nil {
+		if err := sandbox.RemoveCgroupTree(ctx, s.Cgroups[i]); err != nil {
 			return err
-		}
-		if hard != nil {
-			return fmt.Errorf("remove cgroup %s: %w", d, hard)
 		}
 	}
 	return nil
