@@ -112,15 +112,6 @@ func requireNoResidue(t *testing.T, before *hostsnap.Snapshot, id string) {
 	}
 }
 
-func loadLab(t *testing.T, file string) *labs.Lab {
-	t.Helper()
-	lab, err := labs.LoadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lab
-}
-
 func hostRun(t *testing.T, in *runner.Instance, argv ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -195,7 +186,7 @@ func TestKillPendingOnFrozenFS(t *testing.T) {
 	requireRoot(t)
 	testenv.PrivateStateRoot(t)
 	before := snapshot(t)
-	in, err := runner.Up(context.Background(), loadLab(t, freezeLab), runner.UpOptions{})
+	in, err := runner.Up(context.Background(), testenv.LoadLab(t, freezeLab), runner.UpOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +223,7 @@ func TestDownThawsFrozenFS(t *testing.T) {
 	requireRoot(t)
 	testenv.PrivateStateRoot(t)
 	before := snapshot(t)
-	in, err := runner.Up(context.Background(), loadLab(t, freezeLab), runner.UpOptions{})
+	in, err := runner.Up(context.Background(), testenv.LoadLab(t, freezeLab), runner.UpOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +241,7 @@ func TestFuseReadHangs(t *testing.T) {
 	requireRoot(t)
 	testenv.PrivateStateRoot(t)
 	before := snapshot(t)
-	in, err := runner.Up(context.Background(), loadLab(t, fuseLab), runner.UpOptions{})
+	in, err := runner.Up(context.Background(), testenv.LoadLab(t, fuseLab), runner.UpOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +376,7 @@ func TestSelfTest(t *testing.T) {
 	runs := testenv.SelfTestRuns(t)
 	requireRoot(t)
 	for _, file := range []string{freezeLab, fuseLab} {
-		lab := loadLab(t, file)
+		lab := testenv.LoadLab(t, file)
 		for run := 1; run <= runs; run++ {
 			t.Run(fmt.Sprintf("%s#%d", lab.Name, run), func(t *testing.T) {
 				testenv.PrivateStateRoot(t)

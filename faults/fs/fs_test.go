@@ -63,18 +63,9 @@ func labFiles(t *testing.T) []string {
 	return files
 }
 
-func loadLab(t *testing.T, name string) *labs.Lab {
-	t.Helper()
-	lab, err := labs.LoadFile(filepath.Join("..", "..", "labs", "fs", name+".yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lab
-}
-
 func up(t *testing.T, name string) *runner.Instance {
 	t.Helper()
-	in, err := runner.Up(context.Background(), loadLab(t, name), runner.UpOptions{})
+	in, err := runner.Up(context.Background(), testenv.CatalogLab(t, "fs", name), runner.UpOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +169,7 @@ func TestLabsSelfTest(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			root := testenv.PrivateStateRoot(t)
 			before := takeMachineState(t)
-			lab := loadLab(t, name)
+			lab := testenv.CatalogLab(t, "fs", name)
 
 			// During: the lab is up and broken.
 			in, err := runner.Up(context.Background(), lab, runner.UpOptions{})

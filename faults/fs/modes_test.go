@@ -237,7 +237,7 @@ func cgroupDirs(procCgroup, rel string) []string {
 func TestStickyRefusesOverlay(t *testing.T) {
 	requireRoot(t)
 	testenv.PrivateStateRoot(t)
-	lab := loadLab(t, "sticky-missing")
+	lab := testenv.CatalogLab(t, "fs", "sticky-missing")
 	h := lab.HostByName("app")
 	if len(h.Mounts) == 0 {
 		t.Fatal("sticky-missing declares no mount; the test would prove nothing")
@@ -297,7 +297,7 @@ func TestValidateHostNeedsLabLocal(t *testing.T) {
 	}
 	// The catalog labs pass it.
 	for _, name := range []string{"sticky-missing", "setuid-audit"} {
-		lab := loadLab(t, name)
+		lab := testenv.CatalogLab(t, "fs", name)
 		f := lab.Faults[0]
 		if err := f.With.(interface{ ValidateHost(*labs.Host) error }).ValidateHost(lab.HostByName(f.Host)); err != nil {
 			t.Errorf("%s: %v", name, err)

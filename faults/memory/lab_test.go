@@ -33,15 +33,6 @@ func requireRoot(t *testing.T) {
 	testenv.RequireLabs(t, "creates namespaces and cgroups")
 }
 
-func loadLab(t *testing.T, name string) *labs.Lab {
-	t.Helper()
-	lab, err := labs.LoadFile(filepath.Join("..", "..", "labs", "memory", name+".yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lab
-}
-
 // inHost runs argv inside a host of the instance and returns its output.
 func inHost(t *testing.T, in *runner.Instance, host string, argv ...string) string {
 	t.Helper()
@@ -130,7 +121,7 @@ const memAvailableMargin = 24 << 20
 func TestOOMLabEvidence(t *testing.T) {
 	requireRoot(t)
 	testenv.PrivateStateRoot(t)
-	lab := loadLab(t, "oom-killed-worker")
+	lab := testenv.CatalogLab(t, "memory", "oom-killed-worker")
 
 	// The logs go to the host's private /var, never the machine's.
 	_, statErr := os.Stat("/var/log/worker")

@@ -16,7 +16,6 @@ import (
 	"github.com/labctl/labctl/internal/hostsnap"
 	"github.com/labctl/labctl/internal/reexec"
 	"github.com/labctl/labctl/internal/testenv"
-	"github.com/labctl/labctl/labs"
 	"github.com/labctl/labctl/runner"
 )
 
@@ -34,16 +33,6 @@ func requireRoot(t *testing.T) {
 	testenv.RequireLabs(t, "brings labs up in namespaces and cgroups")
 }
 
-// labFile is one of this family's labs in the catalog.
-func labFile(t *testing.T, name string) *labs.Lab {
-	t.Helper()
-	lab, err := labs.LoadFile(filepath.Join("..", "..", "labs", "processes", name+".yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lab
-}
-
 // up brings a lab up in a private state root and proves, when the test
 // ends, that nothing of it is left on the machine.
 func up(t *testing.T, name string) *runner.Instance {
@@ -54,7 +43,7 @@ func up(t *testing.T, name string) *runner.Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := runner.Up(context.Background(), labFile(t, name), runner.UpOptions{})
+	in, err := runner.Up(context.Background(), testenv.CatalogLab(t, "processes", name), runner.UpOptions{})
 	if err != nil {
 		t.Fatalf("up %s: %v", name, err)
 	}
@@ -262,7 +251,7 @@ func TestLabsSelfTest(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(file), ".yaml")
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(runner.EnvStateDir, t.TempDir())
-			lab := labFile(t, name)
+			lab := testenv.CatalogLab(t, "processes", name)
 			for run := 1; run <= runs; run++ {
 				res := runner.SelfTest(context.Background(), lab, runner.TestOptions{Run: run})
 				if p := res.Failed(); p != nil {

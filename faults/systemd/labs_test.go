@@ -22,7 +22,6 @@ import (
 	"github.com/labctl/labctl/internal/reexec"
 	"github.com/labctl/labctl/internal/rootfs"
 	"github.com/labctl/labctl/internal/testenv"
-	"github.com/labctl/labctl/labs"
 	"github.com/labctl/labctl/runner"
 )
 
@@ -52,15 +51,6 @@ func labFiles(t *testing.T) []string {
 		t.Fatalf("no labs in %s: %v", labDir, err)
 	}
 	return append(files, orderLab)
-}
-
-func load(t *testing.T, file string) *labs.Lab {
-	t.Helper()
-	lab, err := labs.LoadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lab
 }
 
 // toolSees is one standard tool run inside host app while the fault is
@@ -169,7 +159,7 @@ func TestLabsShowTheirFault(t *testing.T) {
 	testenv.PrivateStateRoot(t)
 	seen := map[string]bool{}
 	for _, file := range labFiles(t) {
-		lab := load(t, file)
+		lab := testenv.LoadLab(t, file)
 		seen[lab.Name] = true
 		t.Run(lab.Name, func(t *testing.T) {
 			tools, ok := labTools[lab.Name]
@@ -297,7 +287,7 @@ func contains(list []string, s string) bool {
 func TestTwoInstancesDoNotClash(t *testing.T) {
 	requireRoot(t)
 	testenv.PrivateStateRoot(t)
-	lab := load(t, filepath.Join(labDir, "exec-not-found.yaml"))
+	lab := testenv.LoadLab(t, filepath.Join(labDir, "exec-not-found.yaml"))
 	before, err := hostsnap.Take()
 	if err != nil {
 		t.Fatal(err)
@@ -401,7 +391,7 @@ func TestKilledNspawnLeavesStateThatDownRemoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	in, err := runner.Up(ctx, load(t, filepath.Join(labDir, "exec-not-found.yaml")), runner.UpOptions{})
+	in, err := runner.Up(ctx, testenv.LoadLab(t, filepath.Join(labDir, "exec-not-found.yaml")), runner.UpOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +457,7 @@ func statField(t *testing.T, pid string, i int) string {
 func TestDependencyOrderLab(t *testing.T) {
 	requireRoot(t)
 	testenv.PrivateStateRoot(t)
-	res := runner.SelfTest(context.Background(), load(t, orderLab), runner.TestOptions{Run: 1})
+	res := runner.SelfTest(context.Background(), testenv.LoadLab(t, orderLab), runner.TestOptions{Run: 1})
 	if p := res.Failed(); p != nil {
 		t.Fatalf("phase %s %s: %s", p.Phase, p.Name, p.Message)
 	}
@@ -478,7 +468,7 @@ func TestLabsSelfTest(t *testing.T) {
 	runs := testenv.SelfTestRuns(t)
 	requireRoot(t)
 	for _, file := range labFiles(t) {
-		lab := load(t, file)
+		lab := testenv.LoadLab(t, file)
 		t.Run(lab.Name, func(t *testing.T) {
 			testenv.PrivateStateRoot(t)
 			for run := 1; run <= runs; run++ {

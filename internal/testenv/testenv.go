@@ -5,9 +5,11 @@ package testenv
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 
+	"github.com/labctl/labctl/labs"
 	"github.com/labctl/labctl/runner"
 )
 
@@ -68,4 +70,21 @@ func PrivateStateRoot(t testing.TB) string {
 		}
 	})
 	return dir
+}
+
+// LoadLab loads a lab file, failing the test if it does not load.
+func LoadLab(t testing.TB, file string) *labs.Lab {
+	t.Helper()
+	lab, err := labs.LoadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lab
+}
+
+// CatalogLab loads the catalog lab labs/<topic>/<name>.yaml from a test
+// of a package two levels below the repository (faults/<family>).
+func CatalogLab(t testing.TB, topic, name string) *labs.Lab {
+	t.Helper()
+	return LoadLab(t, filepath.Join("..", "..", "labs", topic, name+".yaml"))
 }
