@@ -111,8 +111,7 @@ func hostProcs(h faults.Host, comm string) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		c, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err != nil || strings.TrimSpace(string(c)) != comm {
+		if hostproc.Comm(pid) != comm {
 			continue
 		}
 		if ns, err := pidNS(pid); err == nil && ns == want && !isZombie(pid) {
@@ -122,12 +121,8 @@ func hostProcs(h faults.Host, comm string) ([]int, error) {
 	return out, nil
 }
 
+// isZombie: a zombie (or a process already gone) is no live listener.
 func isZombie(pid int) bool {
-	st, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return true
-	}
-	s := string(st)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || len(s) < i+3 || s[i+2] == 'Z'
+	state, err := hostproc.StatusField(pid, "State")
+	return err != nil || strings.HasPrefix(state, "Z")
 }

@@ -352,18 +352,6 @@ func nsPID(pid int) int {
 	return 0
 }
 
-func processState(pid int) (byte, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 || i+2 >= len(data) {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	return data[i+2], nil
-}
-
 // waitSystemRunning polls `systemctl is-system-running` inside the host
 // until systemd says the boot is over: running, or degraded (a unit
 // failed, which is what many labs are about).
