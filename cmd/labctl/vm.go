@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -42,15 +43,16 @@ func (a *app) addVMFlag(c *cobra.Command) {
 	}
 }
 
-// withoutVMFlag drops --vm (and --vm=true) before a "--": everything after
-// "--" is a command for the lab host and stays as it is.
+// withoutVMFlag drops --vm (in any spelling: --vm, --vm=true, --vm=1...)
+// before a "--": everything after "--" is a command for the lab host and
+// stays as it is.
 func withoutVMFlag(args []string) []string {
 	out := make([]string, 0, len(args))
 	for i, arg := range args {
 		if arg == "--" {
 			return append(out, args[i:]...)
 		}
-		if arg == "--vm" || arg == "--vm=true" {
+		if arg == "--vm" || strings.HasPrefix(arg, "--vm=") {
 			continue
 		}
 		out = append(out, arg)

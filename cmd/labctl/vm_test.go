@@ -11,6 +11,8 @@ func TestWithoutVMFlag(t *testing.T) {
 	for _, c := range []struct{ in, want []string }{
 		{[]string{"up", "--vm", "first-look"}, []string{"up", "first-look"}},
 		{[]string{"--vm=true", "check", "--json"}, []string{"check", "--json"}},
+		{[]string{"status", "--vm=1"}, []string{"status"}},
+		{[]string{"down", "--vm=t", "--all"}, []string{"down", "--all"}},
 		{[]string{"shell", "--vm", "--", "grep", "--vm", "x"}, []string{"shell", "--", "grep", "--vm", "x"}},
 		{[]string{"answer", "--vm", "oom", "it's $(x)"}, []string{"answer", "oom", "it's $(x)"}},
 	} {
